@@ -74,6 +74,26 @@ def build_tokenizer(
     return fast
 
 
+def corpus_from_file(path: str | Path) -> list[str]:
+    """Texts for tokenizer training: lines of a .txt file, or the text and message
+    contents of a JSONL file."""
+    from ayar.data.read import iter_jsonl
+
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        if not path.is_file():
+            raise AyarError(f"{path}: corpus file not found")
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = []
+    for _, obj in iter_jsonl(path):
+        if isinstance(obj.get("text"), str):
+            texts.append(obj["text"])
+        for message in obj.get("messages") or []:
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                texts.append(message["content"])
+    return texts
+
+
 def build_tiny_model(
     out_dir: str | Path,
     corpus: Iterable[str],

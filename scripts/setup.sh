@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install ayar with the exact versions tested (constraints.txt).
+# torch is pinned explicitly to the CPU build; an unpinned torch pulls a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.ayar-installed
+if [ ! -f "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -c constraints.txt "torch==2.13.0" -e ".[test]"
+  touch "$stamp"
+fi

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up, then lint (ruff) and run the test suite (pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"

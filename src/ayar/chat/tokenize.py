@@ -1,0 +1,245 @@
+"""Conversations to token ids and loss labels.
+
+A conversation is rendered once with the tokenizer's chat template and
+tokenised once, with ``add_special_tokens=False`` (the template writes any BOS
+itself, so no second one is added). The ids are therefore exactly those of
+``tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"]``.
+
+Which tokens are targets is decided on the rendered text, not on ids: for
+assistant message ``i`` the template renders ``messages[:i]`` with
+``add_generation_prompt=True`` (the prompt, ending in the assistant header) and
+``messages[:i + 1]`` (the prompt plus the turn). The characters between the two
+ends, up to and including the last end-of-turn marker, are the turn's target
+span: its content and its end-of-turn token, but neither the role header
+before it nor what the template writes after the marker (ChatML's ``\\n``).
+This needs the template to be prefix-stable, which is checked.
+
+A token is a target when its first character lies inside a target span. The
+span is decided on characters, so it holds when ``pad_token == eos_token``:
+labels never depend on which id a token has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ayar.chat.templates import end_of_turn_tokens
+from ayar.errors import AyarError
+
+IGNORE_INDEX = -100  # label of a token that carries no loss (PyTorch's cross-entropy default)
+
+LOSS_ON = ("assistant", "last_assistant", "all")
+
+
+class ConversationError(AyarError, ValueError):
+    """A conversation cannot be encoded. The message says why; the caller adds file and line."""
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    """One tokenised conversation.
+
+    ``labels[k]`` is ``input_ids[k]`` when token ``k`` is a target, else
+    :data:`IGNORE_INDEX`. Labels are not shifted: the loss shifts them (token
+    ``k`` is predicted from tokens ``< k``), as Hugging Face causal LMs do.
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def num_targets(self) -> int:
+        """How many tokens carry loss."""
+        return sum(label != IGNORE_INDEX for label in self.labels)
+
+
+def encode_conversation(
+    tokenizer,
+    messages: Sequence[Mapping],
+    *,
+    loss_on: str = "assistant",
+    max_length: int | None = None,
+) -> EncodedExample:
+    """Tokenise a conversation with its chat template and mark the loss targets.
+
+    Args:
+        tokenizer: a fast Hugging Face tokenizer with a chat template.
+        messages: ``[{"role": ..., "content": ...}, ...]`` with string contents.
+        loss_on: which tokens are targets.
+            ``"assistant"``: every assistant turn's content and its end-of-turn token.
+            ``"last_assistant"``: the same, for the last assistant turn only.
+            ``"all"``: every token (``labels == input_ids``); with the shift done
+            in the loss, every token but the first is predicted.
+        max_length: keep only the first ``max_length`` tokens (ids and labels
+            alike); a cut assistant turn keeps its first tokens as targets and
+            loses its end-of-turn token. None keeps everything.
+
+    Returns:
+        The ids and labels, of equal length.
+
+    Raises:
+        ValueError: ``loss_on`` is not one of :data:`LOSS_ON` or ``max_length`` < 1.
+        ConversationError: the conversation is malformed (no assistant turn, an
+            empty assistant turn, an assistant turn first, a non-string content,
+            an end-of-turn token inside a content), the template rejects it, or no
+            target token is left after truncation.
+        AyarError: the tokenizer has no chat template, is not a fast tokenizer, or
+            its template is not prefix-stable.
+    """
+    if loss_on not in LOSS_ON:
+        raise ValueError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {loss_on!r}")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    if not getattr(tokenizer, "chat_template", None):
+        raise AyarError("the tokenizer has no chat template; set model.chat_template in the recipe")
+    markers = end_of_turn_tokens(tokenizer)
+    validate_conversation(messages, markers)
+
+    text = render(tokenizer, messages)
+    try:
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:
+        raise AyarError("loss masks need a fast (Rust-backed) tokenizer, which reports offsets") from None
+    input_ids = list(encoding["input_ids"])
+    if loss_on == "all":
+        labels = list(input_ids)
+    else:
+        last_only = loss_on == "last_assistant"
+        spans = assistant_spans(tokenizer, messages, text, last_only=last_only, end_of_turn=markers)
+        labels = labels_from_spans(input_ids, encoding["offset_mapping"], spans)
+
+    if max_length is not None and len(input_ids) > max_length:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    example = EncodedExample(input_ids=input_ids, labels=labels)
+    if example.num_targets == 0:
+        raise ConversationError(  # only truncation can remove every target: each turn has its end-of-turn
+            f"no target token is left in the first {max_length} tokens; raise max_length or shorten the prompt"
+        )
+    return example
+
+
+def validate_conversation(messages: Sequence[Mapping], end_of_turn: Sequence[str] = ()) -> None:
+    """Check that a conversation can be trained on.
+
+    Args:
+        messages: the conversation.
+        end_of_turn: token strings that must not appear inside a content, since
+            each would end the turn early.
+
+    Raises:
+        ConversationError: the first problem found, naming the message (1-based).
+    """
+    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
+        raise ConversationError("a conversation must be a non-empty list of messages")
+    for number, message in enumerate(messages, start=1):
+        if not isinstance(message, Mapping):
+            raise ConversationError(f"message {number} is not an object with 'role' and 'content'")
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or not role:
+            raise ConversationError(f"message {number} has no role")
+        if not isinstance(content, str):
+            raise ConversationError(f"message {number} ({role}) has no text content")
+        if role == "assistant" and not content.strip():
+            raise ConversationError(f"message {number} (assistant) is empty; there is nothing to learn from it")
+        for token in end_of_turn:
+            if token in content:
+                raise ConversationError(
+                    f"message {number} ({role}) contains the end-of-turn token {token!r} in its text"
+                )
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ConversationError("the conversation has no assistant turn, so there is nothing to learn")
+    if messages[0]["role"] == "assistant":
+        raise ConversationError("message 1 is an assistant turn with no prompt before it")
+
+
+def render(tokenizer, messages: Sequence[Mapping], *, add_generation_prompt: bool = False) -> str:
+    """Render messages with the tokenizer's chat template.
+
+    Raises:
+        ConversationError: the template rejects the conversation (e.g. roles that
+            do not alternate where the format requires it).
+    """
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    except jinja2.TemplateError as error:
+        raise ConversationError(f"the chat template rejects the conversation: {error}") from None
+
+
+def assistant_spans(
+    tokenizer,
+    messages: Sequence[Mapping],
+    text: str,
+    *,
+    last_only: bool = False,
+    end_of_turn: Sequence[str] | None = None,
+) -> list[tuple[int, int]]:
+    """Character spans of the assistant turns' targets in the rendered conversation.
+
+    Args:
+        tokenizer: the tokenizer whose template rendered ``text``.
+        messages: the conversation (starting with a non-assistant message).
+        text: ``render(tokenizer, messages)``.
+        last_only: return only the last assistant turn's span.
+        end_of_turn: end-of-turn token strings; None asks :func:`end_of_turn_tokens`.
+
+    Returns:
+        ``[(start, end), ...]`` in order: from the end of the assistant header to
+        the end of the turn's last end-of-turn marker.
+
+    Raises:
+        AyarError: the template is not prefix-stable, or an assistant turn does
+            not end with an end-of-turn token.
+    """
+    markers = end_of_turn_tokens(tokenizer) if end_of_turn is None else end_of_turn
+    indices = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if last_only:
+        indices = indices[-1:]
+    spans = []
+    for i in indices:
+        prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
+        turn = text if i + 1 == len(messages) else render(tokenizer, messages[: i + 1])
+        if not (turn.startswith(prompt) and text.startswith(turn)):
+            raise AyarError(
+                f"the chat template is not prefix-stable at message {i + 1}: rendering the earlier messages "
+                "does not give a prefix of the whole conversation (templates that rewrite earlier turns "
+                "cannot be masked); choose one of the bundled templates with model.chat_template"
+            )
+        start = len(prompt)
+        ends = [found + len(m) for m in markers if (found := turn.rfind(m, start)) >= 0]
+        if not ends:
+            raise AyarError(
+                f"the chat template does not end assistant message {i + 1} with an end-of-turn token "
+                f"({', '.join(markers)}), so the model could not learn to stop"
+            )
+        spans.append((start, max(ends)))
+    return spans
+
+
+def labels_from_spans(
+    input_ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
+) -> list[int]:
+    """Labels that keep the ids of tokens starting inside a span.
+
+    Args:
+        input_ids: token ids.
+        offsets: each token's ``(start, end)`` characters in the rendered text.
+        spans: sorted, non-overlapping ``(start, end)`` character spans.
+
+    Returns:
+        ``input_ids[k]`` where token ``k`` starts inside a span, else :data:`IGNORE_INDEX`.
+    """
+    labels = [IGNORE_INDEX] * len(input_ids)
+    span = 0
+    for k, (token_start, _) in enumerate(offsets):
+        while span < len(spans) and token_start >= spans[span][1]:
+            span += 1
+        if span == len(spans):
+            break
+        if token_start >= spans[span][0]:
+            labels[k] = input_ids[k]
+    return labels

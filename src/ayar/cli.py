@@ -1,0 +1,172 @@
+"""The ``ayar`` command line: thin commands, one per stage.
+
+Each command parses its arguments, calls one library function and prints the
+result. Errors caused by the user's input (:class:`~ayar.errors.AyarError`)
+are printed on their own and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ayar.errors import AyarError
+from ayar.ui import console
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="ayar: governed LLM fine-tuning, from raw data to a served, documented model.")
+model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models.")
+app.add_typer(model_app, name="model")
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe value, e.g. --set train.learning_rate=1e-4 (repeatable)."),
+]
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the recipe.")] = Path("recipe.yaml"),
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented starter recipe with every option and its default."""
+    from ayar.recipe_doc import starter_recipe
+
+    if path.exists() and not force:
+        raise AyarError(f"{path} already exists; pass --force to replace it")
+    path.write_text(starter_recipe(), encoding="utf-8")
+    console.print(f"wrote {path}; edit model.path and data.train, then run `ayar check {path}`")
+
+
+@app.command()
+def check(recipe: Path, set_: SetOption = None) -> None:
+    """Validate a recipe without running anything."""
+    from ayar.recipe import load_recipe
+
+    loaded = load_recipe(recipe, set_ or [])
+    console.print(f"{recipe}: ok ({loaded.method}, {loaded.adapter.type}, model {loaded.model.path})")
+
+
+@app.command()
+def train(
+    recipe: Path,
+    set_: SetOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in output_dir.")] = False,
+) -> None:
+    """Train as the recipe says; the adapter (or model) lands in output_dir."""
+    from ayar.recipe import load_recipe
+    from ayar.train.run import train_from_recipe
+
+    loaded = load_recipe(recipe, set_ or [])
+    _quiet_libraries()
+    train_from_recipe(loaded, overwrite=overwrite)
+
+
+def _messages(prompt: str, system: str | None) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+
+@app.command()
+def generate(
+    target: Annotated[str, typer.Argument(help="A run folder, an adapter folder, or a model folder / hub id.")],
+    prompt: Annotated[list[str], typer.Option(help="User message (repeatable).")],
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    max_new_tokens: int = 128,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 for greedy decoding.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    seed: int = 0,
+) -> None:
+    """Answer one or more prompts with a model, stopping at the end of the turn."""
+    from ayar.eval.generate import generate as run_generate
+    from ayar.eval.generate import load_for_inference
+
+    _quiet_libraries()
+    model, tokenizer = load_for_inference(target)
+    replies = run_generate(model, tokenizer, [_messages(p, system) for p in prompt], max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, seed=seed)
+    for reply in replies:
+        print(reply)
+
+
+@app.command()
+def chat(
+    target: Annotated[str, typer.Argument(help="A run folder, an adapter folder, or a model folder / hub id.")],
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    max_new_tokens: int = 256,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 0.7,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.9,
+    seed: int = 0,
+) -> None:
+    """Chat with a model in the terminal (empty line or Ctrl-D to quit)."""
+    from ayar.eval.generate import generate as run_generate
+    from ayar.eval.generate import load_for_inference
+
+    _quiet_libraries()
+    model, tokenizer = load_for_inference(target)
+    history = [{"role": "system", "content": system}] if system else []
+    turn = 0
+    while True:
+        try:
+            text = input("> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        history.append({"role": "user", "content": text})
+        reply = run_generate(model, tokenizer, [history], max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p, seed=seed + turn)[0]
+        print(reply)
+        history.append({"role": "assistant", "content": reply})
+        turn += 1
+
+
+@model_app.command("tiny")
+def model_tiny(
+    out: Annotated[Path, typer.Option(help="Folder to write the model to.")],
+    corpus: Annotated[Path, typer.Option(help="Text (.txt, or JSONL with `text` or `messages`) to train the tokenizer on.")],
+    arch: Annotated[str, typer.Option(help="llama or qwen2.")] = "llama",
+    template: Annotated[str, typer.Option(help="Bundled chat template.")] = "chatml",
+    vocab_size: int = 2048,
+    hidden_size: Annotated[int, typer.Option(help="Multiple of 64.")] = 256,
+    intermediate_size: Annotated[int, typer.Option(help="Multiple of 64.")] = 512,
+    layers: int = 4,
+    heads: int = 4,
+    kv_heads: int = 2,
+    seed: int = 0,
+) -> None:
+    """Build a tiny random-weight model and tokenizer from a local corpus (no download)."""
+    from ayar.model.tiny import build_tiny_model, corpus_from_file
+
+    _quiet_libraries()
+    folder = build_tiny_model(out, corpus_from_file(corpus), arch=arch, template=template, vocab_size=vocab_size,
+                              hidden_size=hidden_size, intermediate_size=intermediate_size, num_layers=layers,
+                              num_heads=heads, num_kv_heads=kv_heads, seed=seed)
+    console.print(f"wrote a tiny {arch} model to {folder}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one message and exit status 2."""
+    try:
+        app()
+    except AyarError as exc:
+        console.print(f"error: {exc}", style="red", markup=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""The recipe: one YAML file that describes a run.
+
+The schema is a tree of pydantic models. Loading a recipe reports every
+problem at once, each with its YAML path and line (``recipe.yaml:12
+adapter.r: must be > 0, got 0``); unknown keys are rejected with a "did you
+mean". Each field is documented once, in its ``description``, and that text
+becomes the comments of ``ayar init`` and the README's recipe reference.
+
+Relative paths in a recipe are resolved against the recipe file's folder, so
+a recipe and its data can be moved together.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ayar.errors import RecipeError
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    path: str = Field(description="Hugging Face hub id or local folder of the base model.")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="Weight dtype. auto: bf16 for adapter training where the hardware supports it, else fp32.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to load.")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with the model. Leave off unless you trust its source."
+    )
+    chat_template: str | None = Field(
+        None,
+        description="Bundled template (chatml, llama3, mistral, qwen2.5, gemma) or a .jinja file; "
+        "null uses the tokenizer's own.",
+    )
+
+
+class DataSection(Section):
+    train: str = Field(description="Training file: JSONL with `messages` (sft) or `text` (pretrain), or .txt.")
+    val: str | None = Field(None, description="Validation file in the same format; null for none.")
+    text_field: str = Field("text", description="Field holding raw text for pretrain JSONL files.")
+    max_length: int = Field(1024, gt=0, description="Longest tokenised example; longer ones are truncated.")
+    loss_on: Literal["assistant", "last_assistant", "all"] = Field(
+        "assistant",
+        description="Which tokens are trained on: every assistant turn (default), only the last one, or all.",
+    )
+
+
+class AdapterSection(Section):
+    type: Literal["lora", "dora", "full"] = Field(
+        "lora", description="lora, dora (weight-decomposed LoRA), or full fine-tuning."
+    )
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator: the update is scaled by alpha/r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r.")
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear", description="Layers that get adapters: all-linear, or a list such as [q_proj, v_proj]."
+    )
+
+
+class TrainSection(Section):
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate of AdamW.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides epochs.")
+    micro_batch_size: int = Field(4, gt=0, description="Examples per forward pass.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up linearly.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this; null: no clipping.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Autocast precision. auto: bf16 where the hardware supports it, else fp32."
+    )
+    seed: int = Field(42, description="Seed for weights of new layers, data order and dropout.")
+    eval_every: int | None = Field(None, gt=0, description="Validation loss every N steps (and at the end).")
+    log_every: int = Field(10, gt=0, description="Write a metrics line every N steps.")
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError(f"each beta must be in [0, 1), got {list(v)}")
+        return v
+
+
+class Recipe(Section):
+    model: ModelSection = Field(description="The base model.")
+    data: DataSection = Field(description="Training and validation data.")
+    method: str = Field("sft", description="Training method: pretrain or sft.")
+    adapter: AdapterSection = Field(default_factory=AdapterSection, description="Adapter or full fine-tuning.")
+    train: TrainSection = Field(default_factory=TrainSection, description="Optimisation hyper-parameters.")
+    output_dir: str = Field("runs/ayar", description="Run folder: adapter, metrics.jsonl, resolved recipe.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from ayar.train.methods import METHODS
+
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}{_did_you_mean(v, METHODS)}; available: {', '.join(METHODS)}")
+        return v
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe file.
+
+    Args:
+        path: the YAML file.
+        overrides: ``dotted.key=value`` strings applied before validation; values
+            are parsed as YAML (``1e-4`` becomes a number, ``[a, b]`` a list).
+
+    Returns:
+        The validated recipe, with relative paths resolved against the file's folder.
+
+    Raises:
+        RecipeError: with every problem found, each with its YAML path and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(str(path), ["file not found; create one with `ayar init`"])
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise RecipeError(str(path), [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(str(path), ["the top level must be a mapping of sections (model:, data:, ...)"])
+    problems = []
+    for item in overrides:
+        try:
+            apply_override(raw, item)
+        except ValueError as exc:
+            problems.append(f"--set {item}: {exc}")
+    if problems:
+        raise RecipeError(str(path), problems)
+    return validate_recipe(raw, source=str(path), lines=lines, base_dir=path.parent)
+
+
+def validate_recipe(
+    raw: dict[str, Any], *, source: str = "<recipe>", lines: dict[tuple, int] | None = None, base_dir: Path | None = None
+) -> Recipe:
+    """Validate a recipe held as a dict; see :func:`load_recipe`."""
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(source, [_describe(err, lines or {}) for err in exc.errors()]) from None
+    if base_dir is not None:
+        recipe = _resolve_paths(recipe, base_dir)
+    return recipe
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``a.b.c=value`` to a nested dict in place (creating sections as needed)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError("expected KEY=VALUE, e.g. train.learning_rate=1e-4")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"{part!r} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
+    def resolve(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    data = recipe.data.model_copy(
+        update={"train": resolve(recipe.data.train), "val": resolve(recipe.data.val) if recipe.data.val else None}
+    )
+    model = recipe.model
+    local = base / model.path
+    if model.path.startswith((".", "/", "~")) or local.exists():
+        model = model.model_copy(update={"path": resolve(model.path)})
+    if model.chat_template and model.chat_template.endswith(".jinja"):
+        model = model.model_copy(update={"chat_template": resolve(model.chat_template)})
+    return recipe.model_copy(update={"data": data, "model": model, "output_dir": resolve(recipe.output_dir)})
+
+
+# ----------------------------------------------------------------------------- error text
+
+
+def _describe(err: dict[str, Any], lines: dict[tuple, int]) -> str:
+    text = _explain(err)
+    line = _line_of(tuple(str(p) for p in err["loc"]), lines)
+    return f"{text} (line {line})" if line else text
+
+
+def _explain(err: dict[str, Any]) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    where = ".".join(loc) or "<top>"
+    prefix = where
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        fields = _fields_at(loc[:-1])
+        return f"{prefix}: unknown key{_did_you_mean(loc[-1], fields)}; allowed: {', '.join(fields)}"
+    if kind == "missing":
+        return f"{prefix}: required, but missing"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        bound = next(iter(ctx.values()))
+        return f"{prefix}: must be {bounds[kind]} {bound}, got {value!r}"
+    if kind == "literal_error":
+        return f"{prefix}: must be one of {ctx.get('expected')}, got {value!r}"
+    message = str(err["msg"])
+    message = message.removeprefix("Value error, ")
+    if kind == "value_error":
+        return f"{prefix}: {message}"
+    return f"{prefix}: {message[:1].lower() + message[1:]}, got {value!r}"
+
+
+def _fields_at(loc: tuple[str, ...]) -> list[str]:
+    """Field names of the section at ``loc`` (for "did you mean")."""
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _did_you_mean(word: str, choices) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                lines[(*path, str(i))] = value.start_mark.line + 1
+                walk(value, (*path, str(i)))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _line_of(loc: tuple[str, ...], lines: dict[tuple, int]) -> int | None:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None

@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny models built locally (no download), once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from helpers import corpus
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    from ayar.model.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", corpus(), arch="llama", vocab_size=512,
+                            hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory):
+    from ayar.model.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2", corpus(), arch="qwen2", vocab_size=512,
+                            hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=1)
