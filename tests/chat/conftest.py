@@ -13,6 +13,7 @@ CORPUS = [
     "Ilık bir çay içip şöyle bir düşündü: öğrenciler ödevlerini getirdi mi?",
     "Hello, how can I help you today? Your order will ship tomorrow.",
     "The assistant answers politely and briefly, in Turkish or in English.",
+    "Roles: system, user, assistant, model.",
 ] * 20
 
 

@@ -83,7 +83,9 @@ def test_renders_the_published_format(tokenizers, name):
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_generation_prompt(tokenizers, name):
-    rendered = tokenizers[name].apply_chat_template(CONVERSATION[:2], tokenize=False, add_generation_prompt=True)
+    rendered = tokenizers[name].apply_chat_template(
+        CONVERSATION[:2], tokenize=False, add_generation_prompt=True
+    )
     assert rendered == EXPECTED_PROMPT[name]
 
 

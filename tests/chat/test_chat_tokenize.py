@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ayar.chat.templates import TEMPLATES
-from ayar.chat.tokenize import IGNORE_INDEX, ConversationError, encode_conversation
+from ayar.chat.tokenize import IGNORE_INDEX, ConversationError, encode_conversation, labels_from_spans
 from ayar.errors import AyarError
 
 NAMES = sorted(TEMPLATES)
@@ -41,7 +41,7 @@ def target_runs(example) -> list[list[int]]:
     """The target ids, split into runs of consecutive targets."""
     runs: list[list[int]] = []
     previous = IGNORE_INDEX
-    for token_id, label in zip(example.input_ids, example.labels):
+    for token_id, label in zip(example.input_ids, example.labels, strict=True):
         if label != IGNORE_INDEX:
             assert label == token_id
             if previous == IGNORE_INDEX:
@@ -76,7 +76,8 @@ def test_targets_are_assistant_contents_and_end_of_turn(tokenizers, name, conver
     assert [tokenizer.decode(run) for run in runs] == expected_targets(tokenizer, name, messages)
     # Token for token: the targets are the contents tokenised on their own (every header
     # ends in a special token or a lone newline, so no token straddles a boundary).
-    assert runs == [tokenizer(text, add_special_tokens=False)["input_ids"] for text in runs_text(runs, tokenizer)]
+    expected = expected_targets(tokenizer, name, messages)
+    assert runs == [tokenizer(text, add_special_tokens=False)["input_ids"] for text in expected]
 
 
 def runs_text(runs, tokenizer) -> list[str]:
@@ -84,14 +85,14 @@ def runs_text(runs, tokenizer) -> list[str]:
 
 
 def test_chatml_mask_pinned(tokenizers):
-    """Hand-checked positions: header and the newline after <|im_end|> carry no loss."""
+    """Hand-checked positions: header and the newline (Ċ) after <|im_end|> carry no loss."""
     tokenizer = tokenizers["chatml"]
     messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     example = encode_conversation(tokenizer, messages)
     tokens = tokenizer.convert_ids_to_tokens(example.input_ids)
-    assert tokens == ["<|im_start|>", "user", "Ċ", "a", "<|im_end|>", "Ċ", "<|im_start|>", "assistant", "Ċ", "b",
-                      "<|im_end|>", "Ċ"]  # fmt: skip
-    targets = [t for t, label in zip(tokens, example.labels) if label != IGNORE_INDEX]
+    assert tokens == ["<|im_start|>", "user", "Ċ", "a", "<|im_end|>", "Ċ", "<|im_start|>", "as", "sistant",
+                      "Ċ", "b", "<|im_end|>", "Ċ"]  # fmt: skip
+    targets = [t for t, label in zip(tokens, example.labels, strict=True) if label != IGNORE_INDEX]
     assert targets == ["b", "<|im_end|>"]
     assert example.num_targets == 2
 
@@ -139,7 +140,10 @@ def test_end_of_turn_is_a_target_when_pad_is_eos(pad_eos_tokenizers, name):
     [
         ([], "non-empty list"),
         ([{"role": "user", "content": "Merhaba"}], "no assistant turn"),
-        ([{"role": "user", "content": "Merhaba"}, {"role": "assistant", "content": ""}], "message 2 .* is empty"),
+        (
+            [{"role": "user", "content": "Merhaba"}, {"role": "assistant", "content": ""}],
+            "message 2 .* is empty",
+        ),
         ([{"role": "user", "content": "Merhaba"}, {"role": "assistant", "content": " \n"}], "is empty"),
         ([{"role": "assistant", "content": "Merhaba"}], "message 1 is an assistant turn"),
         ([{"role": "user", "content": None}, {"role": "assistant", "content": "a"}], "no text content"),
@@ -199,7 +203,9 @@ def test_truncation_that_removes_every_target_raises(tokenizers):
 def test_a_foreign_template_is_masked_by_its_markers(make_tokenizer):
     # A ChatML variant that is not bundled: the end of turn is found in the template text.
     tokenizer = make_tokenizer("chatml")
-    tokenizer.chat_template = TEMPLATES["chatml"].source.replace("'\\n' -}}\n{%- endfor", "'\\n\\n' -}}\n{%- endfor")
+    tokenizer.chat_template = TEMPLATES["chatml"].source.replace(
+        "'\\n' -}}\n{%- endfor", "'\\n\\n' -}}\n{%- endfor"
+    )
     messages = CONVERSATIONS["multi"]
     assert tokenizer.apply_chat_template(messages, tokenize=False).endswith("<|im_end|>\n\n")
     example = encode_conversation(tokenizer, messages)
@@ -226,3 +232,12 @@ def test_a_tokenizer_without_template_is_refused(make_tokenizer):
     tokenizer.chat_template = None
     with pytest.raises(AyarError, match="no chat template"):
         encode_conversation(tokenizer, CONVERSATIONS["single"])
+
+
+def test_a_token_is_a_target_when_it_starts_inside_a_span():
+    # Characters 0..9; spans [2, 5) and [7, 9). A token straddling a span's start
+    # (1..3) is a header token; one straddling its end (4..6) still starts inside.
+    offsets = [(0, 1), (1, 3), (3, 4), (4, 6), (6, 7), (7, 8), (8, 9), (9, 10)]
+    input_ids = [10, 11, 12, 13, 14, 15, 16, 17]
+    labels = labels_from_spans(input_ids, offsets, [(2, 5), (7, 9)])
+    assert labels == [IGNORE_INDEX, IGNORE_INDEX, 12, 13, IGNORE_INDEX, 15, 16, IGNORE_INDEX]

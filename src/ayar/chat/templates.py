@@ -54,7 +54,9 @@ TEMPLATES: dict[str, ChatTemplate] = {
         bos="<|begin_of_text|>",
     ),
     "mistral": ChatTemplate("mistral", end_of_turn="</s>", special_tokens=("[INST]", "[/INST]"), bos="<s>"),
-    "qwen2.5": ChatTemplate("qwen2.5", end_of_turn="<|im_end|>", special_tokens=("<|im_start|>", "<|im_end|>")),
+    "qwen2.5": ChatTemplate(
+        "qwen2.5", end_of_turn="<|im_end|>", special_tokens=("<|im_start|>", "<|im_end|>")
+    ),
     "gemma": ChatTemplate(
         "gemma",
         end_of_turn="<end_of_turn>",
@@ -131,7 +133,9 @@ def apply_template(tokenizer, name: str | None) -> None:
             raise AyarError(f"chat template file {name} does not exist")
         tokenizer.chat_template = path.read_text("utf-8")
         return
-    raise AyarError(f"unknown chat template {name!r}; use one of the bundled templates ({known}) or a .jinja file")
+    raise AyarError(
+        f"unknown chat template {name!r}; use one of the bundled templates ({known}) or a .jinja file"
+    )
 
 
 def end_of_turn_tokens(tokenizer) -> list[str]:

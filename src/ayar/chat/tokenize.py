@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import jinja2
+
 from ayar.chat.templates import end_of_turn_tokens
 from ayar.errors import AyarError
 
@@ -141,7 +143,9 @@ def validate_conversation(messages: Sequence[Mapping], end_of_turn: Sequence[str
         if not isinstance(content, str):
             raise ConversationError(f"message {number} ({role}) has no text content")
         if role == "assistant" and not content.strip():
-            raise ConversationError(f"message {number} (assistant) is empty; there is nothing to learn from it")
+            raise ConversationError(
+                f"message {number} (assistant) is empty; there is nothing to learn from it"
+            )
         for token in end_of_turn:
             if token in content:
                 raise ConversationError(
@@ -156,12 +160,18 @@ def validate_conversation(messages: Sequence[Mapping], end_of_turn: Sequence[str
 def render(tokenizer, messages: Sequence[Mapping], *, add_generation_prompt: bool = False) -> str:
     """Render messages with the tokenizer's chat template.
 
+    Args:
+        tokenizer: a Hugging Face tokenizer with a chat template.
+        messages: the conversation.
+        add_generation_prompt: end with the header that opens an assistant turn.
+
+    Returns:
+        The rendered text, exactly as ``apply_chat_template(..., tokenize=False)`` gives it.
+
     Raises:
         ConversationError: the template rejects the conversation (e.g. roles that
             do not alternate where the format requires it).
     """
-    import jinja2
-
     try:
         return tokenizer.apply_chat_template(
             list(messages), tokenize=False, add_generation_prompt=add_generation_prompt

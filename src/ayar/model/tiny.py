@@ -107,12 +107,17 @@ def build_tiny_model(
     num_heads: int = 4,
     num_kv_heads: int = 2,
     max_positions: int = 1024,
+    init_std: float = 0.02,
     seed: int = 0,
 ) -> Path:
     """Build a random-weight model and its tokenizer under ``out_dir``.
 
     Layer sizes must be multiples of 64 (bitsandbytes' CPU 4-bit kernels need it);
-    the embedding matrix is padded to a multiple of 64 as well.
+    the embedding matrix is padded to a multiple of 64 as well. ``init_std`` is the
+    weights' initial standard deviation; note that with tied embeddings and a frozen
+    final norm, a random base under LoRA can only produce logits up to about
+    ``init_std * hidden_size`` in size, so adapter-only tests on an untrained tiny
+    model want a larger value (or a pretraining stage first, as the demo does).
 
     Returns:
         The folder, loadable with ``from_pretrained``.
@@ -149,6 +154,7 @@ def build_tiny_model(
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,
         max_position_embeddings=max_positions,
+        initializer_range=init_std,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

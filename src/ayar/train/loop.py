@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ayar.chat.tokenize import EncodedExample
+from ayar.errors import AyarError
 from ayar.train.losses import IGNORE, TargetLoss, count_targets
 
 
@@ -51,6 +52,23 @@ def micro_batches(n_examples: int, batch_size: int, seed: int, shuffle: bool = T
         for start in range(0, n_examples, batch_size):
             yield order[start : start + batch_size]
         epoch += 1
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` on ``device`` (None: full fp32).
+
+    Raises:
+        AyarError: a precision the device cannot run.
+    """
+    from ayar.model.load import bf16_supported
+
+    if precision == "auto":
+        return torch.bfloat16 if bf16_supported(device) else None
+    if precision == "fp16" and device.type != "cuda":
+        raise AyarError("train.precision: fp16 needs a CUDA GPU; use bf16 or fp32 on this machine")
+    if precision == "bf16" and not bf16_supported(device):
+        raise AyarError(f"train.precision: this {device.type} device has no bf16 support; use fp32")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
 def total_steps(n_examples: int, cfg) -> int:
@@ -92,16 +110,20 @@ def make_scheduler(optimizer, cfg, steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=round(cfg.warmup_ratio * steps), num_training_steps=steps)
 
 
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 @torch.no_grad()
 def evaluate(loss_model: TargetLoss, examples: Sequence[EncodedExample], pad_id: int, batch_size: int,
-             accelerator) -> float:
+             accelerator, amp: torch.dtype | None = None) -> float:
     """Mean token loss over ``examples`` (summed loss over summed target count)."""
     was_training = loss_model.training
     loss_model.eval()
     total, count = torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device)
     for start in range(0, len(examples), batch_size):
         batch = {k: v.to(accelerator.device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
-        with accelerator.autocast():
+        with _autocast(accelerator.device, amp):
             loss_sum, n = loss_model(**batch)
         total += loss_sum.float()
         count += n
@@ -137,7 +159,10 @@ def fit(
     """
     from accelerate import Accelerator
 
+    # Mixed precision is ours (torch.autocast from the recipe), not accelerate's process-wide setting.
     accelerator = accelerator or Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
+    amp = autocast_dtype(cfg.precision, accelerator.device)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     torch.manual_seed(cfg.seed)
     steps = total_steps(len(train_examples), cfg)
     loss_model = TargetLoss(model)
@@ -170,15 +195,22 @@ def fit(
         for i, batch in enumerate(batches):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             sync = i == len(batches) - 1
-            with (contextlib.nullcontext() if sync else accelerator.no_sync(loss_model)), accelerator.autocast():
-                loss_sum, _ = loss_model(**batch)
-                loss = loss_sum * scale
-            accelerator.backward(loss)
+            with (contextlib.nullcontext() if sync else accelerator.no_sync(loss_model)):
+                with _autocast(accelerator.device, amp):
+                    loss_sum, _ = loss_model(**batch)
+                    loss = loss_sum * scale
+                accelerator.backward(scaler.scale(loss) if scaler else loss)
             step_loss += loss_sum.detach().float()
             tokens += int(batch["attention_mask"].sum())
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+        if scaler:
+            scaler.unscale_(optimizer)
         grad_norm = accelerator.clip_grad_norm_(params, max_norm)
-        optimizer.step()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         target_tokens += int(n_local)
@@ -193,7 +225,7 @@ def fit(
             "elapsed_s": time.perf_counter() - start,
         }
         if val_examples and ((cfg.eval_every and step % cfg.eval_every == 0) or step == steps):
-            eval_loss = evaluate(loss_model, val_examples, pad_id, cfg.micro_batch_size, accelerator)
+            eval_loss = evaluate(loss_model, val_examples, pad_id, cfg.micro_batch_size, accelerator, amp)
             record["eval_loss"] = eval_loss
         history.append(record)
         if log and (step % cfg.log_every == 0 or step == steps or "eval_loss" in record):

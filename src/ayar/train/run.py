@@ -14,27 +14,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ayar.errors import AyarError
 from ayar.recipe import Recipe
-from ayar.train.loop import FitResult, MetricsWriter, fit
+from ayar.train.loop import FitResult, MetricsWriter, autocast_dtype, fit
 from ayar.train.methods import METHODS
 from ayar.ui import console, step_progress
-
-
-def _mixed_precision(name: str, device: torch.device) -> str:
-    from ayar.model.load import bf16_supported
-
-    if name == "auto":
-        return "bf16" if bf16_supported(device) else "no"
-    if name == "fp16" and device.type != "cuda":
-        raise AyarError("train.precision: fp16 needs a CUDA GPU; use bf16 or fp32 on this machine")
-    if name == "bf16" and not bf16_supported(device):
-        raise AyarError(f"train.precision: this {device.type} device has no bf16 support; use fp32")
-    return {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[name]
 
 
 def _save_atomically(out: Path, name: str, save) -> Path:
@@ -48,7 +37,17 @@ def _save_atomically(out: Path, name: str, save) -> Path:
     return final
 
 
-def train_from_recipe(recipe: Recipe, *, overwrite: bool = False) -> FitResult:
+@dataclass
+class TrainedRun:
+    """What a training run leaves in memory: the fit result and the trained model."""
+
+    result: FitResult
+    model: torch.nn.Module
+    tokenizer: object
+    output_dir: Path
+
+
+def train_from_recipe(recipe: Recipe, *, overwrite: bool = False) -> TrainedRun:
     """Run the recipe's training stage and write its outputs.
 
     Raises:
@@ -63,9 +62,8 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False) -> FitResult:
     out = Path(recipe.output_dir)
     if (out / "summary.json").exists() and not overwrite:
         raise AyarError(f"{out} already holds a finished run; choose another output_dir or pass --overwrite")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    mixed = _mixed_precision(recipe.train.precision, accelerator.device)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
+    amp = autocast_dtype(recipe.train.precision, accelerator.device)
 
     m = recipe.model
     tokenizer = load_tokenizer(m.path, chat_template=m.chat_template, revision=m.revision,
@@ -93,7 +91,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False) -> FitResult:
             f"{f', {stats.truncated} truncated' if stats.truncated else ''}"
             f"{f', {stats.dropped_no_target} dropped with no target left' if stats.dropped_no_target else ''}); "
             f"{recipe.adapter.type}: {trainable:,} of {total:,} parameters trainable; "
-            f"weights {str(dtype).removeprefix('torch.')}, autocast {mixed}"
+            f"weights {str(dtype).removeprefix('torch.')}, autocast {str(amp).removeprefix('torch.') if amp else 'off'}"
         )
     writer = MetricsWriter(out / "metrics.jsonl") if accelerator.is_main_process else None
     with step_progress(method.name) as update:
@@ -101,7 +99,6 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False) -> FitResult:
                      accelerator=accelerator, log=writer, progress=update)
 
     if accelerator.is_main_process:
-        model = accelerator.unwrap_model(model)
 
         def save(folder: Path) -> None:
             model.save_pretrained(folder, safe_serialization=True)
@@ -118,4 +115,4 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False) -> FitResult:
         console.print(f"done: {result.steps} steps, loss {result.final_loss:.4f}"
                       f"{f', eval loss {result.eval_loss:.4f}' if result.eval_loss is not None else ''}; "
                       f"saved to {out}")
-    return result
+    return TrainedRun(result, model, tokenizer, out)

@@ -1,0 +1,258 @@
+"""Synthetic e-commerce products for the offline demo (structured output task).
+
+Each record is an OpenAI-messages conversation: the user gives a product title
+and a short description, the assistant answers with one line of JSON,
+``{"category": ..., "tags": [...]}``. The task is built to be learnable by a
+tiny model in minutes:
+
+- the category is decided by the product noun in the title; every noun belongs
+  to exactly one category (``data/products.yaml``);
+- the tags are exactly the attribute and colour phrases found in the user text,
+  in the order they appear, in Turkish lower case (``tr_lower``).
+
+Everything is deterministic from the seed (a private ``random.Random``), and the
+vocabulary lives in ``data/products.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Collection, Iterable, Iterator
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SYSTEM = "Ürünün kategorisini ve etiketlerini JSON olarak ver."
+MAX_TRIES = 1000  # fresh draws allowed per record before giving up on uniqueness
+
+
+def tr_lower(text: str) -> str:
+    """Lower-case Turkish text correctly: İ→i and I→ı (``str.lower`` gives i̇ and i)."""
+    return text.replace("İ", "i").replace("I", "ı").lower()
+
+
+def tr_upper(text: str) -> str:
+    """Upper-case Turkish text correctly: i→İ and ı→I."""
+    return text.replace("i", "İ").replace("ı", "I").upper()
+
+
+def tr_title(text: str) -> str:
+    """Capitalise the first letter of every word, Turkish-aware; the rest is kept (``BPA``)."""
+    return " ".join(tr_upper(w[:1]) + w[1:] for w in text.split(" "))
+
+
+@cache
+def load_data(name: str) -> dict[str, Any]:
+    """Read ``ayar/demo/data/<name>.yaml`` (package data). Callers must not mutate it."""
+    text = resources.files("ayar.demo").joinpath(f"data/{name}.yaml").read_text("utf-8")
+    return yaml.safe_load(text)
+
+
+def categories() -> list[str]:
+    """The category labels, in the order of the data file."""
+    return list(load_data("products")["categories"])
+
+
+def _join(phrases: list[str]) -> str:
+    """Turkish list: ``a``, ``a ve b``, ``a, b ve c``."""
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " ve " + phrases[-1]
+
+
+def _sentence(text: str) -> str:
+    return tr_upper(text[:1]) + text[1:]
+
+
+def _balanced(rng: random.Random, items: list[str]) -> Iterator[str]:
+    """Endless sequence of shuffled rounds over ``items``: every window is near-balanced."""
+    while True:
+        order = list(items)
+        rng.shuffle(order)
+        yield from order
+
+
+def _product(rng: random.Random, category: str) -> tuple[str, dict[str, Any]]:
+    """Draw one product of ``category``. Returns (user text, answer dict)."""
+    vocab = load_data("products")
+    cat = vocab["categories"][category]
+    noun, brand, use = rng.choice(cat["nouns"]), rng.choice(cat["brands"]), rng.choice(cat["uses"])
+    n_tags = rng.randint(2, 4)
+    colour = rng.choice(vocab["colours"]) if cat["colours"] and rng.random() < 0.5 else None
+    attrs = rng.sample(cat["attributes"], n_tags - (colour is not None))
+    n_title = rng.randint(0, min(2, len(attrs)))
+    colour_in_title = colour is not None and rng.random() < 0.5
+    title_phrases = attrs[:n_title] + ([colour] if colour_in_title else [])
+    desc_phrases = attrs[n_title:]
+
+    template = rng.choice(vocab["title_templates"])
+    title = template.format(brand=brand, attrs=tr_title(" ".join(title_phrases)), noun=tr_title(noun))
+    title = " ".join(title.split())  # an empty {attrs} leaves a double space
+
+    template = rng.choice(vocab["description_templates"] if desc_phrases else vocab["plain_templates"])
+    attrs_text = _join(desc_phrases) if desc_phrases else ""
+    sentences = [_sentence(template.format(attrs=attrs_text, noun=noun, brand=brand, use=use))]
+    if colour is not None and not colour_in_title:
+        sentences.append(_sentence(rng.choice(vocab["colour_templates"]).format(colour=colour)))
+        desc_phrases = desc_phrases + [colour]
+    if rng.random() < 0.3:
+        sentences.append(rng.choice(vocab["notes"]))
+
+    user = f"Ürün: {title}\nAçıklama: {' '.join(sentences)}"
+    answer = {"category": category, "tags": [tr_lower(p) for p in title_phrases + desc_phrases]}
+    return user, answer
+
+
+def _record(user: str, answer: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": json.dumps(answer, ensure_ascii=False)},
+        ]
+    }
+
+
+def product_records(n: int, seed: int) -> list[dict[str, Any]]:
+    """Generate ``n`` product conversations with distinct user texts.
+
+    Categories come in shuffled rounds, so any contiguous slice is near-balanced.
+    The same seed gives the same records; a longer list extends a shorter one.
+
+    Args:
+        n: number of records (>= 0).
+        seed: seed of the private random generator.
+
+    Returns:
+        ``{"messages": [system, user, assistant]}`` dicts; the assistant content is
+        ``{"category": ..., "tags": [...]}`` as JSON (``ensure_ascii=False``).
+
+    Raises:
+        ValueError: ``n`` is negative, or the vocabulary cannot give ``n`` distinct texts.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    records: list[dict[str, Any]] = []
+    for category in _balanced(rng, categories()):
+        if len(records) == n:
+            break
+        for _ in range(MAX_TRIES):
+            user, answer = _product(rng, category)
+            if user not in seen:
+                break
+        else:
+            raise ValueError(f"could not draw {n} distinct products; the vocabulary is too small")
+        seen.add(user)
+        records.append(_record(user, answer))
+    return records
+
+
+def product_splits(
+    n_train: int = 2000, n_val: int = 200, n_test: int = 200, seed: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """Train/val/test product records; no user text appears twice, within or across splits.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``; each split is category-balanced
+        to within one record per category round.
+    """
+    records = product_records(n_train + n_val + n_test, seed)
+    return {
+        "train": records[:n_train],
+        "val": records[n_train : n_train + n_val],
+        "test": records[n_train + n_val :],
+    }
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write one JSON object per line (UTF-8, Turkish letters kept), atomically.
+
+    The lines go to a temporary file in the same folder, which then replaces
+    ``path``; a reader never sees a half-written file. Missing folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _shop_sentence(rng: random.Random) -> str:
+    vocab = load_data("products")
+    category = rng.choice(categories())
+    cat = vocab["categories"][category]
+    template = rng.choice(vocab["corpus_templates"])
+    return _sentence(
+        template.format(
+            category=category,
+            noun=rng.choice(cat["nouns"]),
+            brand=rng.choice(cat["brands"]),
+            attr=rng.choice(cat["attributes"]),
+            use=rng.choice(cat["uses"]),
+        )
+    )
+
+
+def corpus_texts(seed: int, n: int, exclude: Collection[str] = ()) -> list[str]:
+    """Plain Turkish documents for training the demo tokenizer and pretraining the tiny model.
+
+    The mix, in shuffled order: 40% product texts (the same ``Ürün: …\\nAçıklama: …``
+    form as a user turn), 15% JSON answer lines of *other* products (the model
+    learns the JSON pieces, not the product→answer mapping), 20% general shop
+    sentences, 25% support texts (customer questions and replies in both the
+    formal and the informal register, from :mod:`ayar.demo.support`).
+
+    Args:
+        seed: seed of the private random generator; use a seed different from
+            the splits' (the generators are independent, but this keeps it obvious).
+        n: number of documents.
+        exclude: documents never to return, e.g. the held-out split's user texts,
+            prompts and replies, so pretraining does not see the test set.
+
+    Returns:
+        ``n`` strings.
+    """
+    # Imported here: support.py imports this module for tr_lower and the nouns.
+    from ayar.demo.support import support_stream
+
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    exclude = set(exclude)
+    rng = random.Random(f"corpus:{seed}")
+    counts = {"product": n * 40 // 100, "answer": n * 15 // 100, "general": n * 20 // 100}
+    counts["support"] = n - sum(counts.values())
+    cats = _balanced(rng, categories())
+    support = support_stream(seed=rng.randrange(2**32))
+
+    def draw(kind: str) -> Iterator[str]:
+        while True:
+            if kind == "product":
+                yield _product(rng, next(cats))[0]
+            elif kind == "answer":
+                yield json.dumps(_product(rng, next(cats))[1], ensure_ascii=False)
+            elif kind == "general":
+                yield _shop_sentence(rng)
+            else:
+                pair = next(support)
+                yield from (pair["prompt"], pair["chosen"], pair["rejected"])
+
+    docs: list[str] = []
+    for kind, count in counts.items():
+        stream = (d for d in draw(kind) if d not in exclude)
+        docs.extend(next(stream) for _ in range(count))
+    rng.shuffle(docs)
+    return docs
