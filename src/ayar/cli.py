@@ -158,6 +158,21 @@ def model_tiny(
     console.print(f"wrote a tiny {arch} model to {folder}")
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's data, models, recipes and results.")] = Path(
+        "demo_out"),
+    pretrain_steps: Annotated[int, typer.Option(min=1)] = 300,
+    sft_epochs: Annotated[float, typer.Option(min=0.1)] = 2.0,
+    n_eval: Annotated[int, typer.Option(min=1, help="Held-out examples to evaluate.")] = 200,
+) -> None:
+    """Run the offline demo: synthetic Turkish data, tiny model, pretrain, LoRA SFT, base vs tuned."""
+    from ayar.demo.run import run_demo
+
+    _quiet_libraries()
+    run_demo(out, pretrain_steps=pretrain_steps, sft_epochs=sft_epochs, n_eval=n_eval)
+
+
 def main() -> None:
     """Console entry point: user errors become one message and exit status 2."""
     try:

@@ -85,3 +85,24 @@ def reference_markdown() -> str:
             default = "required" if field.is_required() else f"`{json.dumps(_default(field, ''))}`"
             out.append(f"**`{name}`** (default {default}) — {field.description}\n")
     return "\n".join(out).strip() + "\n"
+
+
+START, END = "<!-- recipe-reference:start -->\n", "<!-- recipe-reference:end -->"
+
+
+def update_readme(path: str = "README.md") -> bool:
+    """Rewrite the recipe reference between the README's markers; True if it changed."""
+    from pathlib import Path
+
+    readme = Path(path)
+    text = readme.read_text(encoding="utf-8")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = head + START + reference_markdown() + END + tail
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":
+    print("README.md updated" if update_readme() else "README.md already current")
