@@ -54,6 +54,11 @@ class DataSection(Section):
         "assistant",
         description="Which tokens are trained on: every assistant turn (default), only the last one, or all.",
     )
+    packing: bool = Field(
+        False,
+        description="Pack several examples into each max_length row, without attention between them "
+        "(position ids restart per example).",
+    )
 
 
 class AdapterSection(Section):
@@ -88,6 +93,25 @@ class TrainSection(Section):
     seed: int = Field(42, description="Seed for weights of new layers, data order and dropout.")
     eval_every: int | None = Field(None, gt=0, description="Validation loss every N steps (and at the end).")
     log_every: int = Field(10, gt=0, description="Write a metrics line every N steps.")
+    group_by_length: bool = Field(
+        False, description="Batch examples of similar length together (less padding); batch order stays shuffled."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about 30% more compute."
+    )
+    save_every: int | None = Field(
+        500, gt=0, description="Write a checkpoint every N steps (also at the end and at each new best eval loss)."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept: the last N, plus the best by eval loss.")
+    max_bad_steps: int = Field(
+        5, ge=1, description="Stop after this many consecutive steps with a non-finite loss or gradient norm."
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop when eval loss has not improved for N evaluations; null: never."
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0, description="Smallest eval-loss decrease that counts as an improvement."
+    )
 
     @field_validator("adam_betas")
     @classmethod

@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM
 from ayar.chat.tokenize import EncodedExample
 from ayar.model.adapters import attach_adapter
 from ayar.recipe import AdapterSection, TrainSection
-from ayar.train.loop import collate, fit, micro_batches, total_steps
+from ayar.train.batching import collate, micro_batches
+from ayar.train.loop import fit, total_steps
 from ayar.train.losses import IGNORE, TargetLoss
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import tempfile
 from collections.abc import Collection, Iterable, Iterator
 from functools import cache
@@ -30,6 +31,7 @@ import yaml
 
 SYSTEM = "Ürünün kategorisini ve etiketlerini JSON olarak ver."
 MAX_TRIES = 1000  # fresh draws allowed per record before giving up on uniqueness
+_SENTENCE_START = re.compile(r"(^|[.!?] )(\w)")  # a letter that starts a sentence
 
 
 def tr_lower(text: str) -> str:
@@ -59,16 +61,23 @@ def categories() -> list[str]:
     return list(load_data("products")["categories"])
 
 
+def attribute_phrases(category: str) -> list[str]:
+    """Every attribute of ``category`` as written in descriptions (groups of alternatives flattened)."""
+    items = load_data("products")["categories"][category]["attributes"]
+    return [phrase for item in items for phrase in ([item] if isinstance(item, str) else item)]
+
+
 def _join(phrases: list[str]) -> str:
     """Turkish list: ``a``, ``a ve b``, ``a, b ve c``."""
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " ve " + phrases[-1]
 
 
-def _sentence(text: str) -> str:
-    return tr_upper(text[:1]) + text[1:]
+def tr_capitalize(text: str) -> str:
+    """Upper-case the first letter of ``text`` and of every sentence in it, Turkish-aware."""
+    return _SENTENCE_START.sub(lambda m: m.group(1) + tr_upper(m.group(2)), text)
 
 
-def _balanced(rng: random.Random, items: list[str]) -> Iterator[str]:
+def balanced_rounds(rng: random.Random, items: list[str]) -> Iterator[str]:
     """Endless sequence of shuffled rounds over ``items``: every window is near-balanced."""
     while True:
         order = list(items)
@@ -83,7 +92,9 @@ def _product(rng: random.Random, category: str) -> tuple[str, dict[str, Any]]:
     noun, brand, use = rng.choice(cat["nouns"]), rng.choice(cat["brands"]), rng.choice(cat["uses"])
     n_tags = rng.randint(2, 4)
     colour = rng.choice(vocab["colours"]) if cat["colours"] and rng.random() < 0.5 else None
-    attrs = rng.sample(cat["attributes"], n_tags - (colour is not None))
+    # An attribute item is a phrase or a list of alternatives that exclude each other.
+    items = rng.sample(cat["attributes"], n_tags - (colour is not None))
+    attrs = [item if isinstance(item, str) else rng.choice(item) for item in items]
     n_title = rng.randint(0, min(2, len(attrs)))
     colour_in_title = colour is not None and rng.random() < 0.5
     title_phrases = attrs[:n_title] + ([colour] if colour_in_title else [])
@@ -95,9 +106,9 @@ def _product(rng: random.Random, category: str) -> tuple[str, dict[str, Any]]:
 
     template = rng.choice(vocab["description_templates"] if desc_phrases else vocab["plain_templates"])
     attrs_text = _join(desc_phrases) if desc_phrases else ""
-    sentences = [_sentence(template.format(attrs=attrs_text, noun=noun, brand=brand, use=use))]
+    sentences = [tr_capitalize(template.format(attrs=attrs_text, noun=noun, brand=brand, use=use))]
     if colour is not None and not colour_in_title:
-        sentences.append(_sentence(rng.choice(vocab["colour_templates"]).format(colour=colour)))
+        sentences.append(tr_capitalize(rng.choice(vocab["colour_templates"]).format(colour=colour)))
         desc_phrases = desc_phrases + [colour]
     if rng.random() < 0.3:
         sentences.append(rng.choice(vocab["notes"]))
@@ -139,7 +150,7 @@ def product_records(n: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     seen: set[str] = set()
     records: list[dict[str, Any]] = []
-    for category in _balanced(rng, categories()):
+    for category in balanced_rounds(rng, categories()):
         if len(records) == n:
             break
         for _ in range(MAX_TRIES):
@@ -191,17 +202,17 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
         raise
 
 
-def _shop_sentence(rng: random.Random) -> str:
+def _shoptr_capitalize(rng: random.Random) -> str:
     vocab = load_data("products")
     category = rng.choice(categories())
     cat = vocab["categories"][category]
     template = rng.choice(vocab["corpus_templates"])
-    return _sentence(
+    return tr_capitalize(
         template.format(
             category=category,
             noun=rng.choice(cat["nouns"]),
             brand=rng.choice(cat["brands"]),
-            attr=rng.choice(cat["attributes"]),
+            attr=rng.choice(attribute_phrases(category)),
             use=rng.choice(cat["uses"]),
         )
     )
@@ -235,7 +246,7 @@ def corpus_texts(seed: int, n: int, exclude: Collection[str] = ()) -> list[str]:
     rng = random.Random(f"corpus:{seed}")
     counts = {"product": n * 40 // 100, "answer": n * 15 // 100, "general": n * 20 // 100}
     counts["support"] = n - sum(counts.values())
-    cats = _balanced(rng, categories())
+    cats = balanced_rounds(rng, categories())
     support = support_stream(seed=rng.randrange(2**32))
 
     def draw(kind: str) -> Iterator[str]:
@@ -245,7 +256,7 @@ def corpus_texts(seed: int, n: int, exclude: Collection[str] = ()) -> list[str]:
             elif kind == "answer":
                 yield json.dumps(_product(rng, next(cats))[1], ensure_ascii=False)
             elif kind == "general":
-                yield _shop_sentence(rng)
+                yield _shoptr_capitalize(rng)
             else:
                 pair = next(support)
                 yield from (pair["prompt"], pair["chosen"], pair["rejected"])

@@ -82,7 +82,8 @@ def run_demo(out: str | Path = "demo_out", *, pretrain_steps: int = 300, sft_epo
     splits = product_splits(seed=seed, **SPLITS)
     for name, records in splits.items():
         write_jsonl(out / "data" / f"{name}.jsonl", records)
-    corpus = corpus_texts(seed=seed, n=6000)
+    held_out = [m["content"] for r in splits["test"] for m in r["messages"][1:]]
+    corpus = [line for text in corpus_texts(seed=seed, n=6000, exclude=held_out) for line in text.split("\n")]
     (out / "data" / "corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
     console.print(f"train {len(splits['train'])}, val {len(splits['val'])}, test {len(splits['test'])}; "
                   f"corpus {len(corpus)} lines; example: {splits['test'][0]['messages'][1]['content']!r}")
@@ -105,7 +106,7 @@ def run_demo(out: str | Path = "demo_out", *, pretrain_steps: int = 300, sft_epo
     results = {"base": base_scores, "tuned": tuned_scores, "n_eval": len(test),
                "seconds": round(time.perf_counter() - start, 1),
                "examples": [{"prompt": r["messages"][1]["content"], "expected": r["messages"][2]["content"],
-                             "base": b, "tuned": t} for r, b, t in list(zip(test, base_replies, tuned_replies))[:5]]}
+                             "base": b, "tuned": t} for r, b, t in list(zip(test, base_replies, tuned_replies, strict=True))[:5]]}
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     _print_results(results)
     return results

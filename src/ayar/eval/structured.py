@@ -33,6 +33,6 @@ def structured_scores(replies: Sequence[str], references: Sequence[str], fields:
     expected = [json.loads(r) for r in references]
     scores = {"json_valid": sum(p is not None for p in parsed) / n}
     for field in fields:
-        hits = sum(p is not None and field in p and p[field] == e.get(field) for p, e in zip(parsed, expected))
+        hits = sum(p is not None and field in p and p[field] == e.get(field) for p, e in zip(parsed, expected, strict=True))
         scores[f"{field}_accuracy"] = hits / n
     return scores

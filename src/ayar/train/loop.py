@@ -12,46 +12,16 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from ayar.chat.tokenize import EncodedExample
 from ayar.errors import AyarError
-from ayar.train.losses import IGNORE, TargetLoss, count_targets
-
-
-def collate(examples: Sequence[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a list of examples into ``input_ids``, ``attention_mask``, ``labels`` (batch, seq)."""
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, ex in enumerate(examples):
-        n = len(ex.input_ids)
-        ids[row, :n] = torch.tensor(ex.input_ids)
-        labels[row, :n] = torch.tensor(ex.labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def micro_batches(n_examples: int, batch_size: int, seed: int, shuffle: bool = True) -> Iterator[list[int]]:
-    """Endless stream of index lists, reshuffled each epoch from ``seed + epoch``.
-
-    The order depends only on the seed and the position in the stream, which is
-    what makes a run reproducible (and resumable from a position).
-    """
-    epoch = 0
-    while True:
-        if shuffle:
-            order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        else:
-            order = list(range(n_examples))
-        for start in range(0, n_examples, batch_size):
-            yield order[start : start + batch_size]
-        epoch += 1
+from ayar.train.batching import IGNORE, collate, micro_batches
+from ayar.train.checkpoint import LoopState, load_checkpoint, prune_checkpoints, save_checkpoint
+from ayar.train.losses import TargetLoss, count_targets
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -79,20 +49,6 @@ def total_steps(n_examples: int, cfg) -> int:
     return max(1, math.ceil(cfg.epochs * per_epoch))
 
 
-@dataclass
-class FitResult:
-    steps: int
-    final_loss: float
-    eval_loss: float | None
-    tokens: int
-    target_tokens: int
-    seconds: float
-    history: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     """AdamW over trainable parameters; matrices decay, biases and norms do not."""
     decay, no_decay = [], []
@@ -115,7 +71,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 @torch.no_grad()
-def evaluate(loss_model: TargetLoss, examples: Sequence[EncodedExample], pad_id: int, batch_size: int,
+def evaluate(loss_model: TargetLoss, examples: Sequence, pad_id: int, batch_size: int,
              accelerator, amp: torch.dtype | None = None) -> float:
     """Mean token loss over ``examples`` (summed loss over summed target count)."""
     was_training = loss_model.training
@@ -131,31 +87,153 @@ def evaluate(loss_model: TargetLoss, examples: Sequence[EncodedExample], pad_id:
     return float(total / count.clamp(min=1))
 
 
+@dataclass
+class FitResult:
+    steps: int
+    final_loss: float
+    eval_loss: float | None
+    tokens: int
+    target_tokens: int
+    seconds: float
+    skipped_steps: int = 0
+    best_eval_loss: float | None = None
+    best_step: int | None = None
+    stop_reason: str | None = None  # None: ran to the end; "early_stopping"; "signal"
+    resumed_from: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Checkpointing:
+    """Where and how often ``fit`` writes checkpoints, and one to resume from."""
+
+    root: Path
+    every: int | None
+    keep_last: int
+    recipe_yaml: str
+    resume_from: Path | None = None
+
+
+class StopRequest:
+    """A signal handler: the loop finishes the current step, checkpoints and stops."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signal = signum
+
+
+class OutOfMemory(AyarError):
+    """The device ran out of memory; the message gives the sizes that were in use."""
+
+
+class Diverged(AyarError):
+    """Too many consecutive steps had a non-finite loss or gradient norm."""
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))
+
+
+def _read_step(stream, train_examples, cfg, rank: int, world: int, pad_id: int) -> list[dict]:
+    """The micro-batches of one optimizer step, this process's share of each."""
+    batches = []
+    for _ in range(cfg.gradient_accumulation_steps):
+        indices = next(stream)
+        share = indices[rank::world]
+        batch = collate([train_examples[i] for i in share or indices[:1]], pad_id)
+        if not share:  # a short last batch left this process nothing: run it, but learn nothing
+            batch["labels"].fill_(IGNORE)
+        batches.append(batch)
+    return batches
+
+
+def _accumulate(loss_model, batches, accelerator, amp, scaler) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """Forward and backward over one step's micro-batches; returns (summed loss, tokens, target count)."""
+    n_local = torch.tensor(float(sum(count_targets(b["labels"]) for b in batches)), device=accelerator.device)
+    n_global = accelerator.reduce(n_local, reduction="sum").clamp(min=1)
+    # DDP averages gradients over processes; multiply back so the result is sum / n_global.
+    scale = accelerator.num_processes / n_global
+    step_loss = torch.zeros((), device=accelerator.device)
+    tokens = 0
+    for i, batch in enumerate(batches):
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        sync = i == len(batches) - 1
+        with contextlib.nullcontext() if sync else accelerator.no_sync(loss_model):
+            with _autocast(accelerator.device, amp):
+                loss_sum, _ = loss_model(**batch)
+            loss = loss_sum * scale
+            accelerator.backward(scaler.scale(loss) if scaler else loss)
+        step_loss += loss_sum.detach().float()
+        tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(
+            batch["input_ids"].numel())
+    loss = accelerator.reduce(step_loss, reduction="sum") / n_global
+    return loss, tokens, n_local
+
+
+def _apply_update(optimizer, scheduler, scaler, params, cfg, accelerator, loss: float, state: LoopState) -> float:
+    """Clip and apply the accumulated gradient, or skip it when loss or norm is not finite."""
+    if scaler:
+        scaler.unscale_(optimizer)
+    max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+    grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
+    finite = math.isfinite(loss) and (math.isfinite(grad_norm) or scaler is not None)
+    if finite:
+        if scaler:
+            scaler.step(optimizer)  # skips the update itself when fp16 gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        state.bad_steps = 0
+    else:
+        state.bad_steps += 1
+        state.skipped_steps += 1
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 def fit(
     model: torch.nn.Module,
-    train_examples: Sequence[EncodedExample],
+    train_examples: Sequence,
     cfg,
     *,
     pad_id: int,
-    val_examples: Sequence[EncodedExample] = (),
+    val_examples: Sequence = (),
     accelerator=None,
     log: Callable[[dict], None] | None = None,
     progress=None,
+    warn: Callable[[str], None] | None = None,
+    checkpointing: Checkpointing | None = None,
+    stop: StopRequest | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``train_examples`` with the recipe's ``train`` section.
 
     Args:
         model: a causal LM (peft-wrapped or not) whose trainable parameters require grad.
-        train_examples: tokenised examples with labels (IGNORE where no loss).
+        train_examples: tokenised examples with labels (IGNORE where no loss), or packed rows.
         cfg: :class:`ayar.recipe.TrainSection`.
         pad_id: padding token id (masked out of attention and loss).
         val_examples: evaluated every ``cfg.eval_every`` steps and at the end.
         accelerator: an ``accelerate.Accelerator``; one is made when None.
-        log: called with each metrics record (step metrics and eval results).
+        log: called with each metrics record on the main process.
         progress: optional callable ``(step, total, record)`` for a progress display.
+        warn: called with warnings (skipped non-finite steps, early stopping).
+        checkpointing: where to write checkpoints, and one to resume from.
+        stop: set by a signal handler to checkpoint and stop after the current step.
 
     Returns:
-        The step count, last training loss, last eval loss, token counts and history.
+        Step count, losses, token counts, history and why the run stopped.
+
+    Raises:
+        Diverged: ``cfg.max_bad_steps`` consecutive non-finite steps.
+        OutOfMemory: the device ran out of memory (with the batch shape in use).
     """
     from accelerate import Accelerator
 
@@ -163,6 +241,7 @@ def fit(
     accelerator = accelerator or Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
     amp = autocast_dtype(cfg.precision, accelerator.device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    warn = warn or (lambda message: None)
     torch.manual_seed(cfg.seed)
     steps = total_steps(len(train_examples), cfg)
     loss_model = TargetLoss(model)
@@ -170,69 +249,89 @@ def fit(
     scheduler = make_scheduler(optimizer, cfg, steps)
     loss_model, optimizer = accelerator.prepare(loss_model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
-    # Each process reads its own slice of every global micro-batch.
+    state = LoopState()
+    resumed_from = None
+    if checkpointing and checkpointing.resume_from:
+        state = load_checkpoint(checkpointing.resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
+        resumed_from = state.step
     rank, world = accelerator.process_index, accelerator.num_processes
-    stream = micro_batches(len(train_examples), cfg.micro_batch_size * world, cfg.seed)
+    lengths = [len(e.input_ids) for e in train_examples] if cfg.group_by_length else None
+    stream = micro_batches(len(train_examples), cfg.micro_batch_size * world, cfg.seed, lengths, state.consumed)
     loss_model.train()
-    history: list[dict] = []
-    tokens = target_tokens = 0
-    last_loss, eval_loss = float("nan"), None
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        batches = []
-        for _ in range(cfg.gradient_accumulation_steps):
-            indices = next(stream)
-            share = indices[rank::world]
-            batch = collate([train_examples[i] for i in share or indices[:1]], pad_id)
-            if not share:  # a short last batch left this process nothing: run it, but learn nothing
-                batch["labels"].fill_(IGNORE)
-            batches.append(batch)
-        n_local = torch.tensor(float(sum(count_targets(b["labels"]) for b in batches)), device=accelerator.device)
-        n_global = accelerator.reduce(n_local, reduction="sum")
-        # DDP averages gradients over processes; multiply back so the result is sum / n_global.
-        scale = world / n_global.clamp(min=1)
-        step_loss = torch.zeros((), device=accelerator.device)
-        for i, batch in enumerate(batches):
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            sync = i == len(batches) - 1
-            with (contextlib.nullcontext() if sync else accelerator.no_sync(loss_model)):
-                with _autocast(accelerator.device, amp):
-                    loss_sum, _ = loss_model(**batch)
-                    loss = loss_sum * scale
-                accelerator.backward(scaler.scale(loss) if scaler else loss)
-            step_loss += loss_sum.detach().float()
-            tokens += int(batch["attention_mask"].sum())
-        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
-        if scaler:
-            scaler.unscale_(optimizer)
-        grad_norm = accelerator.clip_grad_norm_(params, max_norm)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        target_tokens += int(n_local)
-        last_loss = float(accelerator.reduce(step_loss, reduction="sum") / n_global.clamp(min=1))
-        record = {
-            "step": step,
-            "loss": last_loss,
-            "lr": scheduler.get_last_lr()[0],
-            "grad_norm": float(grad_norm),
-            "target_tokens": target_tokens,
-            "tokens_per_s": tokens / max(time.perf_counter() - start, 1e-9),
-            "elapsed_s": time.perf_counter() - start,
-        }
-        if val_examples and ((cfg.eval_every and step % cfg.eval_every == 0) or step == steps):
+    stop_reason = None
+    started = time.perf_counter() - state.elapsed_s
+    eval_loss = state.history[-1].get("eval_loss") if state.history else None
+
+    def save() -> None:
+        if checkpointing and accelerator.is_main_process:
+            state.elapsed_s = time.perf_counter() - started
+            save_checkpoint(checkpointing.root, model=model, optimizer=optimizer, scheduler=scheduler, loop=state,
+                            recipe_yaml=checkpointing.recipe_yaml)
+            prune_checkpoints(checkpointing.root, checkpointing.keep_last, state.best_step)
+        accelerator.wait_for_everyone()
+
+    while state.step < steps:
+        batches = _read_step(stream, train_examples, cfg, rank, world, pad_id)
+        try:
+            loss_t, tokens, n_local = _accumulate(loss_model, batches, accelerator, amp, scaler)
+        except Exception as exc:
+            if _is_oom(exc):
+                shape = max(tuple(b["input_ids"].shape) for b in batches)
+                raise OutOfMemory(f"out of memory at step {state.step + 1} with a micro-batch of shape {shape} "
+                                  "(examples x tokens)") from None
+            raise
+        state.step += 1
+        state.consumed += cfg.gradient_accumulation_steps
+        loss = float(loss_t)
+        grad_norm = _apply_update(optimizer, scheduler, scaler, params, cfg, accelerator, loss, state)
+        state.tokens += tokens
+        state.target_tokens += int(n_local)
+        elapsed = time.perf_counter() - started
+        record = {"step": state.step, "loss": loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                  "target_tokens": state.target_tokens, "tokens_per_s": state.tokens / max(elapsed, 1e-9),
+                  "elapsed_s": elapsed}
+        if state.bad_steps:
+            record["skipped"] = True
+            warn(f"step {state.step}: loss {loss} / gradient norm {grad_norm} is not finite; update skipped "
+                 f"({state.bad_steps} in a row, limit {cfg.max_bad_steps})")
+            if state.bad_steps >= cfg.max_bad_steps:
+                raise Diverged(f"training diverged: {state.bad_steps} consecutive steps with a non-finite loss or "
+                               f"gradient norm (up to step {state.step}); the last good checkpoint is kept. Lower "
+                               "train.learning_rate, keep train.max_grad_norm set, or check the data.")
+        improved = False
+        if val_examples and ((cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == steps):
             eval_loss = evaluate(loss_model, val_examples, pad_id, cfg.micro_batch_size, accelerator, amp)
             record["eval_loss"] = eval_loss
-        history.append(record)
-        if log and (step % cfg.log_every == 0 or step == steps or "eval_loss" in record):
+            best = state.best_eval_loss
+            improved = best is None or eval_loss < best - cfg.early_stopping_min_delta
+            if improved:
+                state.best_eval_loss, state.best_step, state.evals_without_improvement = eval_loss, state.step, 0
+            else:
+                state.evals_without_improvement += 1
+            patience = cfg.early_stopping_patience
+            if patience and state.evals_without_improvement >= patience:
+                stop_reason = "early_stopping"
+                warn(f"early stopping at step {state.step}: no eval-loss improvement > "
+                     f"{cfg.early_stopping_min_delta} in {patience} evaluations (best {state.best_eval_loss:.4f} "
+                     f"at step {state.best_step})")
+        state.history.append(record)
+        if log and accelerator.is_main_process and (
+                state.step % cfg.log_every == 0 or state.step == steps or "eval_loss" in record or state.bad_steps):
             log(record)
-        if progress:
-            progress(step, steps, record)
-    return FitResult(steps, last_loss, eval_loss, tokens, target_tokens, time.perf_counter() - start, history)
+        if progress and accelerator.is_main_process:
+            progress(state.step, steps, record)
+        if stop is not None and stop.signal is not None:
+            stop_reason = "signal"
+        every = checkpointing.every if checkpointing else None
+        if checkpointing and (improved or stop_reason or state.step == steps or (every and state.step % every == 0)):
+            save()
+        if stop_reason:
+            break
+    state.elapsed_s = time.perf_counter() - started
+    last_loss = next((r["loss"] for r in reversed(state.history) if not r.get("skipped")), float("nan"))
+    return FitResult(state.step, last_loss, eval_loss, state.tokens, state.target_tokens, state.elapsed_s,
+                     state.skipped_steps, state.best_eval_loss, state.best_step, stop_reason, resumed_from,
+                     state.history)
 
 
 class MetricsWriter:

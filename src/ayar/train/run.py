@@ -5,8 +5,12 @@ loop -> save. Outputs in ``output_dir``:
 
 - ``adapter/`` (PEFT format, safetensors) or ``model/`` for full fine-tuning,
   each with the tokenizer and its chat template;
+- ``checkpoints/step-N/`` (exact-resume state, see :mod:`ayar.train.checkpoint`);
 - ``metrics.jsonl`` (one line per logged step), ``recipe.yaml`` (resolved),
   ``summary.json`` (counts, final losses, timings).
+
+A run folder that holds a complete checkpoint is resumed automatically when the
+recipe is unchanged; a changed recipe is refused with the list of changes.
 """
 
 from __future__ import annotations
@@ -14,16 +18,135 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from ayar.errors import AyarError
 from ayar.recipe import Recipe
-from ayar.train.loop import FitResult, MetricsWriter, autocast_dtype, fit
+from ayar.train.batching import pack, padding_fraction
+from ayar.train.checkpoint import complete_checkpoints
+from ayar.train.loop import (
+    Checkpointing,
+    FitResult,
+    MetricsWriter,
+    OutOfMemory,
+    StopRequest,
+    autocast_dtype,
+    fit,
+)
 from ayar.train.methods import METHODS
 from ayar.ui import console, step_progress
+
+# Recipe keys that may change between a checkpoint and its resume: they do not affect the numbers.
+RESUME_MAY_CHANGE = {"train.log_every", "train.save_every", "train.keep_checkpoints"}
+
+
+class Interrupted(AyarError):
+    """Training stopped on SIGINT / SIGTERM after writing a checkpoint."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainedRun:
+    """What a training run leaves in memory: the fit result and the trained model."""
+
+    result: FitResult
+    model: torch.nn.Module
+    tokenizer: object
+    output_dir: Path
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def recipe_changes(old: dict, new: dict) -> list[str]:
+    """Human-readable differences between two resolved recipes (``key: old -> new``)."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k not in RESUME_MAY_CHANGE and a.get(k) != b.get(k)]
+
+
+def plan_resume(recipe: Recipe, *, resume: bool, overwrite: bool) -> Path | None:
+    """Decide whether this run continues from a checkpoint, and which.
+
+    Raises:
+        AyarError: a finished run without ``overwrite``; ``resume`` without a checkpoint;
+            or a recipe that changed since the checkpoint (the changes are listed).
+    """
+    out = Path(recipe.output_dir)
+    if overwrite:
+        for name in ("checkpoints", "adapter", "model"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("metrics.jsonl", "summary.json"):
+            (out / name).unlink(missing_ok=True)
+        return None
+    if (out / "summary.json").exists():
+        raise AyarError(f"{out} already holds a finished run; choose another output_dir or pass --overwrite")
+    complete = complete_checkpoints(out / "checkpoints")
+    if not complete:
+        if resume:
+            raise AyarError(f"--resume: {out / 'checkpoints'} holds no complete checkpoint to resume from")
+        return None
+    latest = complete[-1]
+    saved = yaml.safe_load((latest / "recipe.yaml").read_text(encoding="utf-8"))
+    changes = recipe_changes(saved, recipe.model_dump(mode="json"))
+    if changes:
+        listed = "\n  ".join(changes)
+        raise AyarError(f"{out} holds a checkpoint ({latest.name}) of a different recipe:\n  {listed}\n"
+                        "restore those values to resume, use another output_dir, or pass --overwrite to start over")
+    return latest
+
+
+@contextmanager
+def stop_on_signals():
+    """SIGINT / SIGTERM set a flag instead of killing: the loop checkpoints and stops cleanly."""
+    request = StopRequest()
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, request)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def check_packing(model, pad_id: int) -> None:
+    """Refuse packing when the model's attention does not keep packed examples apart.
+
+    Two short sequences are run packed in one row (position ids restarting) and
+    alone; their logits must agree.
+    """
+    from ayar.train.batching import PackedExample, collate
+    from ayar.train.losses import IGNORE
+
+    a, b = [5, 6, 7, 8, 9], [10, 11, 12]
+    row = collate([PackedExample(a + b, [IGNORE] * 8, list(range(5)) + list(range(3)))], pad_id)
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        packed = model(input_ids=row["input_ids"].to(device), position_ids=row["position_ids"].to(device)).logits
+        alone = model(input_ids=torch.tensor([b], device=device)).logits
+    if not torch.allclose(packed[0, 5:].float(), alone[0].float(), atol=1e-2, rtol=1e-2):
+        raise AyarError(f"data.packing: {type(model).__name__} attends across packed examples with this attention "
+                        "backend (it does not honour position-id restarts); set data.packing: false and use "
+                        "train.group_by_length: true to limit padding instead")
 
 
 def _save_atomically(out: Path, name: str, save) -> Path:
@@ -37,22 +160,31 @@ def _save_atomically(out: Path, name: str, save) -> Path:
     return final
 
 
-@dataclass
-class TrainedRun:
-    """What a training run leaves in memory: the fit result and the trained model."""
-
-    result: FitResult
-    model: torch.nn.Module
-    tokenizer: object
-    output_dir: Path
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
 
 
-def train_from_recipe(recipe: Recipe, *, overwrite: bool = False) -> TrainedRun:
+def _oom_advice(exc: OutOfMemory, recipe: Recipe) -> AyarError:
+    t = recipe.train
+    return AyarError(
+        f"{exc}. In use: train.micro_batch_size={t.micro_batch_size}, data.max_length={recipe.data.max_length}, "
+        f"train.gradient_checkpointing={str(t.gradient_checkpointing).lower()}, adapter.type={recipe.adapter.type}, "
+        f"model.dtype={recipe.model.dtype}. Try: train.micro_batch_size={max(1, t.micro_batch_size // 2)} with "
+        f"train.gradient_accumulation_steps={t.gradient_accumulation_steps * 2} (same effective batch), "
+        "train.gradient_checkpointing=true, a LoRA adapter instead of full fine-tuning, 4-bit QLoRA, "
+        "or a shorter data.max_length."
+    )
+
+
+def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool = False) -> TrainedRun:
     """Run the recipe's training stage and write its outputs.
 
     Raises:
-        AyarError: bad data, a model that cannot be loaded, or an output folder that
-            already holds a finished run (pass ``overwrite`` to replace it).
+        AyarError: bad data, a model that cannot be loaded, an output folder that
+            already holds a finished run, a changed recipe on resume, divergence,
+            out of memory, or an interruption (after checkpointing).
     """
     from accelerate import Accelerator
 
@@ -60,8 +192,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False) -> TrainedRun:
     from ayar.model.load import load_model, load_tokenizer, resolve_dtype
 
     out = Path(recipe.output_dir)
-    if (out / "summary.json").exists() and not overwrite:
-        raise AyarError(f"{out} already holds a finished run; choose another output_dir or pass --overwrite")
+    resume_from = plan_resume(recipe, resume=resume, overwrite=overwrite)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
     amp = autocast_dtype(recipe.train.precision, accelerator.device)
 
@@ -78,41 +209,75 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False) -> TrainedRun:
     dtype = resolve_dtype(m.dtype, accelerator.device, full_finetune=full)
     model = load_model(m.path, dtype=dtype, revision=m.revision, trust_remote_code=m.trust_remote_code,
                        device=accelerator.device)
+    if recipe.data.packing and method.name == "sft":
+        check_packing(model, tokenizer.pad_token_id)
+        train_examples = pack(train_examples, recipe.data.max_length)
+    if recipe.train.gradient_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(recipe.train.seed)  # adapter initialisation
     model = attach_adapter(model, recipe.adapter)
     trainable, total = count_parameters(model)
+    world = accelerator.num_processes
+    lengths = [len(e.input_ids) for e in train_examples] if recipe.train.group_by_length else None
+    padding = padding_fraction(train_examples, recipe.train.micro_batch_size * world, recipe.train.seed, lengths,
+                               batches=min(200, -(-len(train_examples) // (recipe.train.micro_batch_size * world))))
 
-    if accelerator.is_main_process:
+    main = accelerator.is_main_process
+    if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-        (out / "summary.json").unlink(missing_ok=True)
-        console.print(
-            f"[bold]{method.name}[/] on {len(train_examples)} examples ({stats.target_tokens} target tokens"
-            f"{f', {stats.truncated} truncated' if stats.truncated else ''}"
-            f"{f', {stats.dropped_no_target} dropped with no target left' if stats.dropped_no_target else ''}); "
-            f"{recipe.adapter.type}: {trainable:,} of {total:,} parameters trainable; "
-            f"weights {str(dtype).removeprefix('torch.')}, autocast {str(amp).removeprefix('torch.') if amp else 'off'}"
-        )
-    writer = MetricsWriter(out / "metrics.jsonl") if accelerator.is_main_process else None
-    with step_progress(method.name) as update:
-        result = fit(model, train_examples, recipe.train, pad_id=tokenizer.pad_token_id, val_examples=val_examples,
-                     accelerator=accelerator, log=writer, progress=update)
-
-    if accelerator.is_main_process:
-
-        def save(folder: Path) -> None:
-            model.save_pretrained(folder, safe_serialization=True)
-            tokenizer.save_pretrained(folder)
-
-        _save_atomically(out, "model" if full else "adapter", save)
         (out / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+        _trim_metrics(out / "metrics.jsonl", resume_from)
+        packed = f" packed into {len(train_examples)} rows" if recipe.data.packing else ""
+        console.print(
+            f"{method.name} on {stats.examples} examples{packed} ({stats.target_tokens} target tokens"
+            f"{f', {stats.truncated} truncated' if stats.truncated else ''}"
+            f"{f', {stats.dropped_no_target} dropped with no target left' if stats.dropped_no_target else ''}; "
+            f"padding {padding:.1%}); {recipe.adapter.type}: {trainable:,} of {total:,} parameters trainable; "
+            f"weights {str(dtype).removeprefix('torch.')}, autocast {str(amp).removeprefix('torch.') if amp else 'off'}"
+            + (f"; resuming from {resume_from.name}" if resume_from else ""), markup=False)
+    checkpointing = Checkpointing(out / "checkpoints", recipe.train.save_every, recipe.train.keep_checkpoints,
+                                  recipe.to_yaml(), resume_from)
+    writer = MetricsWriter(out / "metrics.jsonl") if main else None
+    with step_progress(method.name) as update, stop_on_signals() as stop:
+        try:
+            result = fit(model, train_examples, recipe.train, pad_id=tokenizer.pad_token_id,
+                         val_examples=val_examples, accelerator=accelerator, log=writer, progress=update,
+                         warn=lambda msg: console.print(f"warning: {msg}", style="yellow", markup=False),
+                         checkpointing=checkpointing, stop=stop)
+        except OutOfMemory as exc:
+            raise _oom_advice(exc, recipe) from None
+    if result.stop_reason == "signal":
+        raise Interrupted(f"interrupted at step {result.steps}; checkpoint saved in {out / 'checkpoints'}. "
+                          f"Resume with `ayar train RECIPE` (or --resume): it continues exactly where it stopped")
+    if main:
+        _save_outputs(out, model, tokenizer, full)
         summary = {"method": method.name, "adapter": recipe.adapter.type, "trainable_parameters": trainable,
                    "total_parameters": total, "data": vars(stats), "val_examples": len(val_examples),
+                   "padding_fraction": padding,
                    **{k: v for k, v in result.to_dict().items() if k != "history"}}
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        os.replace(tmp, out / "summary.json")
+        _write_json(out / "summary.json", summary)
         console.print(f"done: {result.steps} steps, loss {result.final_loss:.4f}"
-                      f"{f', eval loss {result.eval_loss:.4f}' if result.eval_loss is not None else ''}; "
-                      f"saved to {out}")
+                      f"{f', eval loss {result.eval_loss:.4f}' if result.eval_loss is not None else ''}"
+                      f"{' (early stopping)' if result.stop_reason == 'early_stopping' else ''}; saved to {out}",
+                      markup=False)
+    accelerator.wait_for_everyone()
     return TrainedRun(result, model, tokenizer, out)
+
+
+def _trim_metrics(path: Path, resume_from: Path | None) -> None:
+    """Start metrics.jsonl afresh, or keep only the lines up to the step being resumed from."""
+    if resume_from is None or not path.exists():
+        path.unlink(missing_ok=True)
+        return
+    step = int(resume_from.name.split("-")[1])
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+
+def _save_outputs(out: Path, model, tokenizer, full: bool) -> None:
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    _save_atomically(out, "model" if full else "adapter", save)
