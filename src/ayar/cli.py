@@ -22,6 +22,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="ayar: governed LLM fine-tuning, from raw data to a served, documented model.")
 model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models.")
 app.add_typer(model_app, name="model")
+data_app = typer.Typer(no_args_is_help=True, help="Work on data files: redact personal data.")
+app.add_typer(data_app, name="data")
 
 SetOption = Annotated[
     list[str] | None,
@@ -158,6 +160,37 @@ def model_tiny(
     console.print(f"wrote a tiny {arch} model to {folder}")
 
 
+@data_app.command("redact")
+def data_redact(
+    src: Annotated[Path, typer.Argument(help="JSONL file to redact.")],
+    dst: Annotated[Path, typer.Argument(help="Where to write the redacted JSONL (never the input itself).")],
+    fields: Annotated[list[str] | None, typer.Option(
+        "--fields", help="Dotted field paths to redact, e.g. messages.content (repeatable); default: every string.")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the PII report (counts, redacted examples) as JSON.")
+                      ] = None,
+    operator: Annotated[str, typer.Option(help="mask, pseudonymize, hash or drop_record for every entity.")
+                        ] = "mask",
+    rejects: Annotated[Path | None, typer.Option(help="List records dropped by drop_record here.")] = None,
+) -> None:
+    """Find and redact Turkish personal data (T.C. Kimlik No, IBAN, phone, e-mail, names, ...) in a JSONL file.
+
+    pseudonymize and hash need a secret in the AYAR_PII_SECRET environment variable.
+    """
+    from ayar.data.pii import RedactionConfig, redact_jsonl
+
+    if src.resolve() == dst.resolve():
+        raise AyarError(f"{dst}: refusing to overwrite the input; choose another output file")
+    try:
+        config = RedactionConfig(default_operator=operator)
+    except ValueError:
+        raise AyarError(f"--operator: {operator!r} is not one of mask, pseudonymize, hash, drop_record") from None
+    result = redact_jsonl(src, dst, fields or None, report, config, rejects_path=rejects)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result["entities"].items())) or "none"
+    console.print(f"{result['records']} records, {result['records_changed']} changed, "
+                  f"{result['records_dropped']} dropped; found: {counts}; wrote {dst}", markup=False)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data, models, recipes and results.")] = Path(
@@ -179,7 +212,7 @@ def main() -> None:
         app()
     except AyarError as exc:
         console.print(f"error: {exc}", style="red", markup=False)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)

@@ -112,6 +112,9 @@ class TrainSection(Section):
     early_stopping_min_delta: float = Field(
         0.0, ge=0, description="Smallest eval-loss decrease that counts as an improvement."
     )
+    tracking: Literal["none", "mlflow", "tensorboard", "wandb"] = Field(
+        "mlflow", description="Experiment tracker. mlflow: a local SQLite store in the run folder (no server)."
+    )
 
     @field_validator("adam_betas")
     @classmethod

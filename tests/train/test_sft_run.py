@@ -25,7 +25,7 @@ def tiny_for_lora(tmp_path_factory):
                             intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=1, init_std=0.1)
 
 
-def make_recipe(tmp_path, model_dir, **train) -> str:
+def make_recipe(tmp_path, model_dir, tracking: str = "none", **train) -> str:
     write_jsonl(tmp_path / "train.jsonl", colour_conversations(200, seed=0))
     write_jsonl(tmp_path / "val.jsonl", colour_conversations(20, seed=9))
     recipe = {
@@ -33,7 +33,7 @@ def make_recipe(tmp_path, model_dir, **train) -> str:
         "data": {"train": "train.jsonl", "val": "val.jsonl", "max_length": 128},
         "adapter": {"r": 8, "alpha": 16, "dropout": 0.0},
         "train": {"learning_rate": 1e-2, "max_steps": 60, "micro_batch_size": 8, "precision": "fp32",
-                  "log_every": 1, **train},
+                  "log_every": 1, "tracking": tracking, **train},
         "output_dir": "run",
     }
     path = tmp_path / "recipe.yaml"
@@ -42,7 +42,7 @@ def make_recipe(tmp_path, model_dir, **train) -> str:
 
 
 def test_sft_through_cli_loss_falls_and_model_answers(tmp_path, tiny_for_lora):
-    recipe = make_recipe(tmp_path, tiny_for_lora)
+    recipe = make_recipe(tmp_path, tiny_for_lora, tracking="mlflow")
     result = runner.invoke(app, ["train", recipe])
     assert result.exit_code == 0, result.output
     metrics = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
@@ -55,6 +55,23 @@ def test_sft_through_cli_loss_falls_and_model_answers(tmp_path, tiny_for_lora):
     assert summary["steps"] == 60 and summary["data"]["examples"] == 200
     assert (tmp_path / "run/adapter/adapter_model.safetensors").is_file()
     assert yaml.safe_load((tmp_path / "run/recipe.yaml").read_text())["train"]["learning_rate"] == 1e-2
+
+    # The run manifest hashes the inputs and outputs; MLflow holds the same metric curve.
+    import hashlib
+
+    from mlflow.tracking import MlflowClient
+
+    manifest = json.loads((tmp_path / "run/run_manifest.json").read_text())
+    train_file = str((tmp_path / "train.jsonl").resolve())
+    assert manifest["inputs"]["data_files"][train_file]["sha256"] == hashlib.sha256(
+        (tmp_path / "train.jsonl").read_bytes()).hexdigest()
+    adapter = manifest["outputs"]["adapter/adapter_model.safetensors"]["sha256"]
+    assert adapter == hashlib.sha256((tmp_path / "run/adapter/adapter_model.safetensors").read_bytes()).hexdigest()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run/mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ayar").experiment_id])
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [h.value for h in sorted(history, key=lambda h: h.step)] == pytest.approx(losses)
+    assert run.data.params["train.learning_rate"] == "0.01"
 
     # A finished run is not overwritten by accident.
     again = subprocess.run([sys.executable, "-m", "ayar.cli", "train", recipe], capture_output=True, text=True)
@@ -95,7 +112,7 @@ def test_pretrain_on_raw_text_end_to_end(tmp_path, tiny_llama):
         "method": "pretrain",
         "adapter": {"type": "full"},
         "train": {"learning_rate": 3e-3, "max_steps": 30, "micro_batch_size": 8, "precision": "fp32",
-                  "log_every": 5},
+                  "log_every": 5, "tracking": "none"},
         "output_dir": "run",
     }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")

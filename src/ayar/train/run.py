@@ -160,12 +160,6 @@ def _save_atomically(out: Path, name: str, save) -> Path:
     return final
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _oom_advice(exc: OutOfMemory, recipe: Recipe) -> AyarError:
     t = recipe.train
     return AyarError(
@@ -191,6 +185,10 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     from ayar.model.adapters import attach_adapter, count_parameters
     from ayar.model.load import load_model, load_tokenizer, resolve_dtype
 
+    from ayar.govern.manifest import MANIFEST_NAME, build_manifest, utc_now, write_json_atomic
+    from ayar.train.tracking import start_tracking
+
+    started = utc_now()
     out = Path(recipe.output_dir)
     resume_from = plan_resume(recipe, resume=resume, overwrite=overwrite)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
@@ -239,28 +237,45 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     checkpointing = Checkpointing(out / "checkpoints", recipe.train.save_every, recipe.train.keep_checkpoints,
                                   recipe.to_yaml(), resume_from)
     writer = MetricsWriter(out / "metrics.jsonl") if main else None
-    with step_progress(method.name) as update, stop_on_signals() as stop:
+    tracker = start_tracking(accelerator, recipe.train.tracking, out, run_name=out.name,
+                             params=recipe.model_dump(mode="json"))
+
+    def log(record: dict) -> None:
+        writer(record)
+        tracker.log(record, step=record["step"])
+
+    with tracker, step_progress(method.name) as update, stop_on_signals() as stop:
         try:
             result = fit(model, train_examples, recipe.train, pad_id=tokenizer.pad_token_id,
-                         val_examples=val_examples, accelerator=accelerator, log=writer, progress=update,
-                         warn=lambda msg: console.print(f"warning: {msg}", style="yellow", markup=False),
-                         checkpointing=checkpointing, stop=stop)
+                         val_examples=val_examples, accelerator=accelerator, log=log if main else None,
+                         progress=update, checkpointing=checkpointing, stop=stop,
+                         warn=lambda msg: console.print(f"warning: {msg}", style="yellow", markup=False))
         except OutOfMemory as exc:
             raise _oom_advice(exc, recipe) from None
-    if result.stop_reason == "signal":
-        raise Interrupted(f"interrupted at step {result.steps}; checkpoint saved in {out / 'checkpoints'}. "
-                          f"Resume with `ayar train RECIPE` (or --resume): it continues exactly where it stopped")
-    if main:
-        _save_outputs(out, model, tokenizer, full)
-        summary = {"method": method.name, "adapter": recipe.adapter.type, "trainable_parameters": trainable,
-                   "total_parameters": total, "data": vars(stats), "val_examples": len(val_examples),
-                   "padding_fraction": padding,
-                   **{k: v for k, v in result.to_dict().items() if k != "history"}}
-        _write_json(out / "summary.json", summary)
-        console.print(f"done: {result.steps} steps, loss {result.final_loss:.4f}"
-                      f"{f', eval loss {result.eval_loss:.4f}' if result.eval_loss is not None else ''}"
-                      f"{' (early stopping)' if result.stop_reason == 'early_stopping' else ''}; saved to {out}",
-                      markup=False)
+        if result.stop_reason == "signal":
+            raise Interrupted(f"interrupted at step {result.steps}; checkpoint saved in {out / 'checkpoints'}. "
+                              "Resume with `ayar train RECIPE` (or --resume): it continues exactly where it stopped")
+        if main:
+            _save_outputs(out, model, tokenizer, full)
+            summary = {"method": method.name, "adapter": recipe.adapter.type, "trainable_parameters": trainable,
+                       "total_parameters": total, "data": vars(stats), "val_examples": len(val_examples),
+                       "padding_fraction": padding,
+                       **{k: v for k, v in result.to_dict().items() if k != "history"}}
+            write_json_atomic(out / "summary.json", summary)
+            manifest = build_manifest(
+                recipe=recipe.model_dump(mode="json"), data_files=[recipe.data.train, recipe.data.val],
+                base_model=m.path, base_model_revision=m.revision, output_dir=out, seed=recipe.train.seed,
+                started=started, ended=utc_now(), exclude_outputs=["checkpoints/*"],
+                metrics={"final_loss": result.final_loss, "eval_loss": result.eval_loss, "steps": result.steps,
+                         "skipped_steps": result.skipped_steps, "best_eval_loss": result.best_eval_loss})
+            write_json_atomic(out / MANIFEST_NAME, manifest)
+            tracker.log_artifact(out / "recipe.yaml")
+            tracker.log_artifact(out / MANIFEST_NAME)
+            console.print(f"done: {result.steps} steps, loss {result.final_loss:.4f}"
+                          f"{f', eval loss {result.eval_loss:.4f}' if result.eval_loss is not None else ''}"
+                          f"{' (early stopping)' if result.stop_reason == 'early_stopping' else ''}; saved to {out}"
+                          + (f"; see the run: {tracker.view_command}" if tracker.view_command else ""),
+                          markup=False)
     accelerator.wait_for_everyone()
     return TrainedRun(result, model, tokenizer, out)
 

@@ -14,6 +14,10 @@ import yaml
 
 _PACKAGE = "ayar.data.pii"
 
+MONTHS = ("ocak", "şubat", "mart", "nisan", "mayıs", "haziran", "temmuz", "ağustos", "eylül", "ekim",
+          "kasım", "aralık")
+PLATE_LETTERS = "ABCDEFGHIJKLMNOPRSTUVYZ"  # no Ç Ğ İ Ö Ş Ü Q W X on Turkish plates
+
 _TR_LOWER = str.maketrans({"I": "ı", "İ": "i"})
 _TR_UPPER = str.maketrans({"i": "İ", "ı": "I"})
 
@@ -34,7 +38,7 @@ def tr_title(word: str) -> str:
 
 
 def _read_text(name: str) -> str:
-    return resources.files(_PACKAGE).joinpath("data", name).read_text(encoding="utf-8")
+    return resources.files(_PACKAGE).joinpath("data").joinpath(name).read_text(encoding="utf-8")
 
 
 def _read_list(name: str) -> tuple[str, ...]:
