@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ayar.errors import RecipeError
 
@@ -35,6 +35,11 @@ class ModelSection(Section):
         description="Weight dtype. auto: bf16 for adapter training where the hardware supports it, else fp32.",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to load.")
+    quantization: Literal["none", "nf4", "int8"] = Field(
+        "none",
+        description="Load the frozen base quantised with bitsandbytes: nf4 (4-bit NormalFloat with double "
+        "quantisation: QLoRA) or int8. Needs an adapter; layer sizes must be multiples of 64 on CPU.",
+    )
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with the model. Leave off unless you trust its source."
     )
@@ -140,6 +145,13 @@ class Recipe(Section):
         if v not in METHODS:
             raise ValueError(f"unknown method {v!r}{_did_you_mean(v, METHODS)}; available: {', '.join(METHODS)}")
         return v
+
+    @model_validator(mode="after")
+    def _quantized_needs_adapter(self) -> Recipe:
+        if self.model.quantization != "none" and self.adapter.type == "full":
+            raise ValueError("model.quantization needs adapter.type lora or dora: quantised weights cannot be "
+                             "fully fine-tuned")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -16,8 +16,8 @@ from ayar.chat.templates import end_of_turn_ids
 from ayar.errors import AyarError
 
 
-def resolve_target(target: str) -> tuple[str, str | None, str | None]:
-    """Work out what ``target`` names: (base model path, adapter folder or None, chat template).
+def resolve_target(target: str) -> tuple[str, str | None, str]:
+    """Work out what ``target`` names: (base model path, adapter folder or None, base quantization).
 
     ``target`` may be a run folder written by ``ayar train`` (its ``adapter/`` or
     ``model/``), a PEFT adapter folder, or a model folder / hub id.
@@ -28,16 +28,16 @@ def resolve_target(target: str) -> tuple[str, str | None, str | None]:
 
         recipe = load_recipe(path / "recipe.yaml")
         if (path / "adapter").is_dir():
-            return recipe.model.path, str(path / "adapter"), None
+            return recipe.model.path, str(path / "adapter"), recipe.model.quantization
         if (path / "model").is_dir():
-            return str(path / "model"), None, None
+            return str(path / "model"), None, "none"
         raise AyarError(f"{path}: run folder without adapter/ or model/; did training finish?")
     if (path / "adapter_config.json").is_file():
         import json
 
         base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        return base, str(path), None
-    return target, None, None
+        return base, str(path), "none"
+    return target, None, "none"
 
 
 def load_for_inference(target: str, *, dtype: str = "auto", chat_template: str | None = None):
@@ -48,11 +48,11 @@ def load_for_inference(target: str, *, dtype: str = "auto", chat_template: str |
     """
     from ayar.model.load import DTYPES, bf16_supported, load_model, load_tokenizer
 
-    base, adapter, _ = resolve_target(target)
+    base, adapter, quantization = resolve_target(target)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = DTYPES.get(dtype) or (torch.bfloat16 if bf16_supported(device) else torch.float32)
     tokenizer = load_tokenizer(adapter or base, chat_template=chat_template)
-    model = load_model(base, dtype=torch_dtype, device=device)
+    model = load_model(base, dtype=torch_dtype, device=device, quantization=quantization)
     if adapter:
         from peft import PeftModel
 

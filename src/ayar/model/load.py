@@ -81,23 +81,55 @@ def load_tokenizer(path: str, *, chat_template: str | None = None, revision: str
     return tokenizer
 
 
-def load_model(path: str, *, dtype: torch.dtype = torch.float32, revision: str | None = None,
-               trust_remote_code: bool = False, device: torch.device | None = None):
-    """Load a causal language model from safetensors weights.
+def quantization_config(kind: str, compute_dtype: torch.dtype):
+    """bitsandbytes settings for ``model.quantization``.
+
+    nf4 is QLoRA's recipe (Dettmers et al. 2023): 4-bit NormalFloat weights, double
+    quantisation of the scaling constants, matmuls in ``compute_dtype``.
 
     Raises:
-        AyarError: the model cannot be found or has no safetensors weights.
+        AyarError: bitsandbytes is not installed.
+    """
+    if kind == "none":
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise AyarError(f"model.quantization: {kind} needs bitsandbytes; install it with "
+                        "`pip install bitsandbytes`, or set model.quantization: none") from None
+    from transformers import BitsAndBytesConfig
+
+    if kind == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_model(path: str, *, dtype: torch.dtype = torch.float32, revision: str | None = None,
+               trust_remote_code: bool = False, device: torch.device | None = None, quantization: str = "none"):
+    """Load a causal language model from safetensors weights, optionally quantised.
+
+    Raises:
+        AyarError: the model cannot be found, has no safetensors weights, or cannot be quantised.
     """
     from transformers import AutoModelForCausalLM
 
     _check_source(path)
+    quant = quantization_config(quantization, dtype)
+    extra = {"quantization_config": quant, "device_map": {"": device or "cpu"}} if quant else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True
+            path, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
+            **extra,
         )
     except (OSError, ValueError) as exc:
         raise AyarError(f"model.path: cannot load a model from {path!r}: {_first_line(exc)}") from None
-    if device is not None:
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        # Norms and the output layer to fp32, inputs that require grad: what k-bit training needs.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    elif device is not None:
         model.to(device)
     return model
 

@@ -206,7 +206,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     full = recipe.adapter.type == "full"
     dtype = resolve_dtype(m.dtype, accelerator.device, full_finetune=full)
     model = load_model(m.path, dtype=dtype, revision=m.revision, trust_remote_code=m.trust_remote_code,
-                       device=accelerator.device)
+                       device=accelerator.device, quantization=m.quantization)
     if recipe.data.packing and method.name == "sft":
         check_packing(model, tokenizer.pad_token_id)
         train_examples = pack(train_examples, recipe.data.max_length)
