@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import yaml
+
 from helpers import colour_conversations, write_jsonl
 
 

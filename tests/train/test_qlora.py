@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 import yaml
-from helpers import colour_conversations, write_jsonl
 
 from ayar.errors import AyarError
 from ayar.recipe import load_recipe, validate_recipe
+from helpers import colour_conversations, write_jsonl
 
 bnb = pytest.importorskip("bitsandbytes")
 

@@ -11,7 +11,6 @@ import time
 import pytest
 import torch
 import yaml
-from helpers import colour_conversations, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -22,6 +21,7 @@ from ayar.recipe import AdapterSection, TrainSection, load_recipe
 from ayar.train import checkpoint as ckpt
 from ayar.train.loop import Checkpointing, Diverged, StopRequest, fit
 from ayar.train.run import train_from_recipe
+from helpers import colour_conversations, write_jsonl
 
 STEPS = 10
 

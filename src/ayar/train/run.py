@@ -182,10 +182,9 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     """
     from accelerate import Accelerator
 
+    from ayar.govern.manifest import MANIFEST_NAME, build_manifest, utc_now, write_json_atomic
     from ayar.model.adapters import attach_adapter, count_parameters
     from ayar.model.load import load_model, load_tokenizer, resolve_dtype
-
-    from ayar.govern.manifest import MANIFEST_NAME, build_manifest, utc_now, write_json_atomic
     from ayar.train.tracking import start_tracking
 
     started = utc_now()
