@@ -91,3 +91,56 @@ def test_mean_of_means_would_differ(tiny_llama):
     means = [loss_model(**collate([e], 0)) for e in examples]
     mean_of_means = sum(s / n for s, n in means) / len(means)
     assert abs(float(token_level[0] / token_level[1]) - float(mean_of_means)) > 1e-3
+
+
+def test_packed_row_gives_each_example_its_own_loss(tiny_llama):
+    from ayar.train.batching import pack
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).requires_grad_(False)
+    loss_model = TargetLoss(model)
+    examples = varied_examples(3, 384, seed=7)
+    alone = [loss_model(**collate([e], 0)) for e in examples]
+    (row,) = pack(examples, max_length=200)
+    assert len(row.input_ids) == sum(len(e.input_ids) for e in examples)
+    packed_sum, packed_n = loss_model(**collate([row], 0))
+    assert int(packed_n) == sum(int(n) for _, n in alone)
+    torch.testing.assert_close(packed_sum, sum(s for s, _ in alone), atol=1e-4, rtol=1e-5)
+    # per example: pack one example with a neighbour that carries no targets
+    for ex, (s, n) in zip(examples, alone, strict=True):
+        filler = EncodedExample(list(range(10, 30)), [IGNORE] * 20)
+        (mixed,) = pack([filler, ex], max_length=200)
+        got_s, got_n = loss_model(**collate([mixed], 0))
+        assert int(got_n) == int(n)
+        torch.testing.assert_close(got_s, s, atol=1e-5, rtol=1e-5)
+    # without the position restarts the examples would see each other: the test can fail
+    joined = EncodedExample(row.input_ids, row.labels)
+    assert abs(float(loss_model(**collate([joined], 0))[0]) - float(packed_sum)) > 1e-3
+
+
+def test_length_grouping_cuts_padding_and_keeps_every_example():
+    from ayar.train.batching import padding_fraction
+
+    examples = varied_examples(256, 384, seed=1)
+    lengths = [len(e.input_ids) for e in examples]
+    epoch = [next(s) for s in [micro_batches(256, 8, seed=0, lengths=lengths)] for _ in range(32)]
+    assert sorted(i for b in epoch for i in b) == list(range(256))
+    grouped = padding_fraction(examples, 8, 0, lengths, batches=32)
+    plain = padding_fraction(examples, 8, 0, None, batches=32)
+    assert grouped < 0.05 < plain
+    # a resumed stream continues exactly where it was
+    full = micro_batches(256, 8, seed=0, lengths=lengths)
+    seen = [next(full) for _ in range(45)]
+    assert [next(micro_batches(256, 8, seed=0, lengths=lengths, start=40)) for _ in range(1)] == [seen[40]]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_llama):
+    grads = []
+    for checkpointing in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        loss_sum, n = TargetLoss(model)(**collate(varied_examples(4, 384), 0))
+        (loss_sum / n).backward()
+        grads.append(model.model.layers[0].mlp.up_proj.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)

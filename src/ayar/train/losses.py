@@ -52,9 +52,9 @@ class TargetLoss(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,  # (batch, seq)
-        attention_mask: torch.Tensor,  # (batch, seq)
         labels: torch.Tensor,  # (batch, seq), IGNORE where no loss
-        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,  # (batch, seq); None for packed rows
+        position_ids: torch.Tensor | None = None,  # (batch, seq); restarts at 0 per packed example
     ) -> tuple[torch.Tensor, torch.Tensor]:
         inner = unwrap(self.model)
         backbone = getattr(inner, inner.base_model_prefix)
