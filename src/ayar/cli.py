@@ -7,6 +7,7 @@ are printed on their own and exit with status 2, without a traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -34,6 +35,9 @@ SetOption = Annotated[
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # bitsandbytes (imported by peft when installed) warns on CPUs with AVX512-BF16 that an optional
+    # hub-downloaded kernel is missing; ayar never downloads code, and the built-in kernel is used.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -67,15 +71,22 @@ def check(recipe: Path, set_: SetOption = None) -> None:
 def train(
     recipe: Path,
     set_: SetOption = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in output_dir.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Discard what output_dir holds (run, checkpoints) and start over.")
+                         ] = False,
+    resume: Annotated[bool, typer.Option(help="Require a checkpoint in output_dir and continue from it.")] = False,
 ) -> None:
-    """Train as the recipe says; the adapter (or model) lands in output_dir."""
+    """Train as the recipe says; the adapter (or model) lands in output_dir.
+
+    A run folder holding a complete checkpoint of the same recipe is resumed automatically.
+    """
     from ayar.recipe import load_recipe
     from ayar.train.run import train_from_recipe
 
+    if resume and overwrite:
+        raise AyarError("--resume and --overwrite contradict each other; choose one")
     loaded = load_recipe(recipe, set_ or [])
     _quiet_libraries()
-    train_from_recipe(loaded, overwrite=overwrite)
+    train_from_recipe(loaded, overwrite=overwrite, resume=resume)
 
 
 def _messages(prompt: str, system: str | None) -> list[dict]:
