@@ -17,10 +17,8 @@ vocabulary lives in ``data/products.yaml``.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
 from collections.abc import Collection, Iterable, Iterator
 from functools import cache
 from importlib import resources
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ayar.fsutil import atomic_write
 
 SYSTEM = "Ürünün kategorisini ve etiketlerini JSON olarak ver."
 MAX_TRIES = 1000  # fresh draws allowed per record before giving up on uniqueness
@@ -187,19 +187,9 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     The lines go to a temporary file in the same folder, which then replaces
     ``path``; a reader never sees a half-written file. Missing folders are created.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _shoptr_capitalize(rng: random.Random) -> str:

@@ -23,9 +23,7 @@ import json
 import math
 import os
 import platform
-import secrets
 import subprocess
-import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import metadata
@@ -34,6 +32,7 @@ from typing import Any
 
 from ayar import __version__
 from ayar.errors import AyarError
+from ayar.fsutil import atomic_write
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "run_manifest.json"
@@ -316,29 +315,14 @@ def _finite(value: Any) -> Any:
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON so that ``path`` is always either the old file or the complete new one.
 
-    The text is serialised first (a failure leaves the disk untouched), written to a
-    hidden temporary file in the same folder, flushed and fsynced, then renamed over
-    ``path`` with ``os.replace`` (atomic on POSIX and Windows).
+    The text is serialised first (a failure leaves the disk untouched), then written
+    with :func:`ayar.fsutil.atomic_write`.
 
     Raises:
         TypeError, ValueError: ``obj`` is not JSON-serialisable (NaN included).
     """
     path = Path(path)
     text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:  # "x": never clobbers; honours the umask, unlike mkstemp
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if sys.platform != "win32":  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    with atomic_write(path) as fh:
+        fh.write(text)
     return path

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ayar.fsutil import fsync_dir
+
 MARKER = "COMPLETE"
 PREFIX = "step-"
 
@@ -125,15 +127,7 @@ def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         with path.open("rb") as fh:
             os.fsync(fh.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(folder)
 
 
 def save_checkpoint(root: Path, *, model, optimizer, scheduler, loop: LoopState, recipe_yaml: str) -> Path:
@@ -153,7 +147,7 @@ def save_checkpoint(root: Path, *, model, optimizer, scheduler, loop: LoopState,
     if final.exists():  # an incomplete folder of the same step from a crashed run
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     (final / MARKER).write_text("ok\n", encoding="utf-8")
     _fsync_tree(final)
     return final

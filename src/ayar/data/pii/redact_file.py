@@ -10,35 +10,19 @@ the rejects file lists dropped records by line number and entity types.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ...errors import AyarError
+from ...fsutil import atomic_write
 from .config import RedactionConfig
 from .engine import Finding, Redactor, field_texts
 
 MAX_LISTED_PROBLEMS = 10
 SNIPPET_CONTEXT = 40  # characters kept on each side of a replacement in report examples
-
-
-@contextmanager
-def _atomic_writer(path: Path) -> Iterator[IO[str]]:
-    """Write to a temporary file beside ``path``; replace ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _snippet(text: str, finding: Finding) -> str:
@@ -118,7 +102,7 @@ def redact_jsonl(
     problems: list[str] = []
     rejects: list[dict[str, Any]] = []
 
-    with _atomic_writer(out_path) as out:
+    with atomic_write(out_path) as out:
         batch: list[tuple[int, dict]] = []
 
         def flush() -> None:
@@ -177,10 +161,10 @@ def redact_jsonl(
         "vault_entries": redactor.save_vault(),
     }
     if rejects_path is not None:
-        with _atomic_writer(Path(rejects_path)) as f:
+        with atomic_write(Path(rejects_path)) as f:
             f.writelines(json.dumps(r) + "\n" for r in rejects)
     if report_path is not None:
-        with _atomic_writer(Path(report_path)) as f:
+        with atomic_write(Path(report_path)) as f:
             json.dump(summary, f, ensure_ascii=False, indent=2)
             f.write("\n")
     return summary

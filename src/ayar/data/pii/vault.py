@@ -14,13 +14,12 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from ...errors import AyarError
+from ...fsutil import atomic_write
 
 
 def vault_key(secret: bytes) -> bytes:
@@ -67,15 +66,5 @@ class PseudonymVault:
             for fake, originals in by_fake.items():
                 target[fake] = sorted(set(target.get(fake, [])) | originals)
         token = Fernet(vault_key(secret)).encrypt(json.dumps(merged, ensure_ascii=False, sort_keys=True).encode())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.chmod(tmp, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(token)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, "wb", permissions=0o600) as fh:
+            fh.write(token)
