@@ -38,6 +38,8 @@ def _quiet_libraries() -> None:
     # bitsandbytes (imported by peft when installed) warns on CPUs with AVX512-BF16 that an optional
     # hub-downloaded kernel is missing; ayar never downloads code, and the built-in kernel is used.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    for name in ("mlflow", "alembic"):  # store set-up chatter on every new run folder
+        logging.getLogger(name).setLevel(logging.WARNING)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -206,8 +208,8 @@ def data_redact(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data, models, recipes and results.")] = Path(
         "demo_out"),
-    pretrain_steps: Annotated[int, typer.Option(min=1)] = 300,
-    sft_epochs: Annotated[float, typer.Option(min=0.1)] = 2.0,
+    pretrain_steps: Annotated[int, typer.Option(min=1)] = 350,
+    sft_epochs: Annotated[float, typer.Option(min=0.1)] = 3.0,
     n_eval: Annotated[int, typer.Option(min=1, help="Held-out examples to evaluate.")] = 200,
 ) -> None:
     """Run the offline demo: synthetic Turkish data, tiny model, pretrain, LoRA SFT, base vs tuned."""

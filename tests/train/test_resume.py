@@ -200,3 +200,19 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_llama, sig):
         torch.testing.assert_close(got[name], value, atol=1e-6, rtol=0)
     metrics = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
     assert [int(line.split('"step": ')[1].split(",")[0]) for line in metrics] == list(range(1, 41))
+
+
+def test_out_of_memory_is_one_clear_message(tmp_path, tiny_llama, monkeypatch):
+    from ayar.train.losses import TargetLoss
+
+    def oom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(TargetLoss, "forward", oom)
+    with pytest.raises(AyarError) as info:
+        train_from_recipe(load_recipe(write_recipe(tmp_path, tiny_llama)))
+    message = str(info.value)
+    assert "out of memory at step 1 with a micro-batch of shape (4, " in message
+    assert "train.micro_batch_size=4" in message and "data.max_length=64" in message
+    assert "train.micro_batch_size=2 with train.gradient_accumulation_steps=2" in message
+    assert "gradient_checkpointing=true" in message and "QLoRA" in message

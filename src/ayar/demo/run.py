@@ -36,7 +36,7 @@ def pretrain_recipe(steps: int) -> dict:
         "data": {"train": "../data/corpus.txt", "max_length": 128},
         "method": "pretrain",
         "adapter": {"type": "full"},
-        "train": {"learning_rate": 3e-3, "max_steps": steps, "micro_batch_size": 16, "warmup_ratio": 0.05,
+        "train": {"learning_rate": 3e-3, "max_steps": steps, "micro_batch_size": 32, "warmup_ratio": 0.05,
                   "weight_decay": 0.01, "log_every": 10},
         "output_dir": "../runs/pretrain",
     }
@@ -48,7 +48,7 @@ def sft_recipe(epochs: float) -> dict:
         "data": {"train": "../data/train.jsonl", "val": "../data/val.jsonl", "max_length": 256},
         "method": "sft",
         "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
-        "train": {"learning_rate": 2e-3, "epochs": epochs, "micro_batch_size": 16, "warmup_ratio": 0.05,
+        "train": {"learning_rate": 5e-3, "epochs": epochs, "micro_batch_size": 16, "warmup_ratio": 0.05,
                   "eval_every": 50, "log_every": 10},
         "output_dir": "../runs/sft",
     }
@@ -66,7 +66,7 @@ def evaluate_products(target: str, records: list[dict]) -> tuple[dict, list[str]
     return structured_scores(replies, references, ["category", "tags"]), replies
 
 
-def run_demo(out: str | Path = "demo_out", *, pretrain_steps: int = 300, sft_epochs: float = 2.0,
+def run_demo(out: str | Path = "demo_out", *, pretrain_steps: int = 350, sft_epochs: float = 3.0,
              n_eval: int = 200, seed: int = 0) -> dict:
     """Run the whole demo under ``out`` (replacing an earlier demo there) and return the results."""
     from ayar.model.tiny import build_tiny_model
