@@ -1,0 +1,165 @@
+"""Shared pieces of the benchmarks: a synthetic chat corpus, a ~110M Llama model, and the batch plan.
+
+Everything is generated locally and deterministically from a seed; nothing is downloaded.
+The model folder (random weights, tokenizer trained on the generated text) is built once
+with :func:`ayar.model.tiny.build_tiny_model` and cached under the temporary directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# The model of issue 3: Llama architecture, hidden 768, 12 layers, 12 heads, MLP 2048, vocab 32000.
+# With tied embeddings this is 24.6M (embeddings) + 85.0M (blocks) = 109.6M parameters.
+MODEL_SHAPE = {"vocab_size": 32000, "hidden_size": 768, "intermediate_size": 2048, "num_layers": 12,
+               "num_heads": 12, "num_kv_heads": 12, "max_positions": 1024}
+CACHE_VERSION = "1"
+LEXICON_SEED = 0  # one lexicon for the tokenizer corpus and the conversations, whatever the run seed
+
+_ONSETS = ["", "b", "c", "ç", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "ş", "t", "v", "y", "z",
+           "br", "kr", "st", "tr"]
+_VOWELS = ["a", "e", "ı", "i", "o", "ö", "u", "ü"]
+_CODAS = ["", "", "", "n", "r", "l", "k", "m", "s", "t"]
+
+
+def lexicon(rng: random.Random, size: int) -> list[str]:
+    """``size`` distinct pseudo-words of one to four syllables (Turkish-looking letters)."""
+    words: list[str] = []
+    seen: set[str] = set()
+    while len(words) < size:
+        n = rng.choices([1, 2, 3, 4], weights=[2, 5, 4, 2])[0]
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(n))
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    return words
+
+
+class TextSource:
+    """Zipf-distributed words from a fixed lexicon, made into sentences."""
+
+    def __init__(self, seed: int, lexicon_size: int = 60_000):
+        rng = random.Random(seed)
+        self.words = lexicon(rng, lexicon_size)
+        weights = [1.0 / (rank + 2.7) for rank in range(lexicon_size)]
+        total = sum(weights)
+        self.cum = list(_accumulate(w / total for w in weights))
+
+    def text(self, rng: random.Random, n_words: int) -> str:
+        picked = rng.choices(self.words, cum_weights=self.cum, k=n_words)
+        out, start = [], 0
+        while start < n_words:
+            end = min(n_words, start + rng.randint(5, 16))
+            sentence = " ".join(picked[start:end])
+            out.append(sentence[:1].upper() + sentence[1:] + rng.choice([".", ".", ".", "?", "!", ":"]))
+            start = end
+        return " ".join(out)
+
+
+def _accumulate(values):
+    total = 0.0
+    for v in values:
+        total += v
+        yield total
+
+
+def conversations(n: int, seed: int, source: TextSource) -> list[list[dict]]:
+    """``n`` conversations of varied length; prompts (system, user turns, headers) are ~60% of the tokens.
+
+    Total length is log-uniform between about 40 and 700 tokens (the longest are cut to max_length);
+    a quarter have a system message and a third have two user/assistant rounds.
+    """
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        words = int(math.exp(rng.uniform(math.log(20), math.log(330))))
+        prompt_share = rng.uniform(0.45, 0.7)
+        rounds = 2 if rng.random() < 1 / 3 and words > 60 else 1
+        prompt_words = max(3, round(words * prompt_share))
+        answer_words = max(2, words - prompt_words)
+        messages = []
+        if rng.random() < 0.25:
+            system = max(3, prompt_words // 5)
+            messages.append({"role": "system", "content": source.text(rng, system)})
+            prompt_words -= system
+        for _ in range(rounds):
+            p = max(2, prompt_words // rounds)
+            a = max(2, answer_words // rounds)
+            messages.append({"role": "user", "content": source.text(rng, p)})
+            messages.append({"role": "assistant", "content": source.text(rng, a)})
+        out.append(messages)
+    return out
+
+
+def tokenizer_corpus(seed: int, source: TextSource, documents: int = 30_000) -> list[str]:
+    rng = random.Random(seed + 1)
+    return [source.text(rng, rng.randint(20, 120)) for _ in range(documents)]
+
+
+def model_dir(cache_dir: str | None = None) -> Path:
+    """Build (once) and return the benchmark model folder."""
+    seed = LEXICON_SEED
+    key = hashlib.sha256(json.dumps([CACHE_VERSION, seed, MODEL_SHAPE]).encode()).hexdigest()[:12]
+    root = Path(cache_dir or os.path.join(tempfile.gettempdir(), "ayar-bench"))
+    out = root / f"llama110m-{key}"
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    from ayar.model.tiny import build_tiny_model
+
+    source = TextSource(seed)
+    tmp = root / f".tmp-{key}-{os.getpid()}"
+    build_tiny_model(tmp, tokenizer_corpus(seed, source), arch="llama", template="chatml", seed=seed,
+                     **MODEL_SHAPE)
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass
+class BenchData:
+    """Tokenised examples (from ``encode_conversation``) and the batches of the run, in order."""
+
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    batches: list[list[int]]  # example indices of each micro-batch (= optimizer step), in training order
+    pad_id: int
+
+    def step_tokens(self, step: int) -> dict[str, int]:
+        """Token counts of a step's batch: padded, real (non-padding) and target tokens."""
+        lengths = [len(self.input_ids[i]) for i in self.batches[step]]
+        targets = sum(sum(label != -100 for label in self.labels[i][1:]) for i in self.batches[step])
+        return {"padded": max(lengths) * len(lengths), "real": sum(lengths), "targets": targets}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: Path) -> BenchData:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def build_data(model_path: Path, *, steps: int, batch_size: int, max_length: int, seed: int) -> BenchData:
+    """Encode ``steps * batch_size`` conversations with ayar and lay out ayar's batch order.
+
+    The order is ``ayar.train.batching.micro_batches`` with the run's seed, the order ``fit``
+    reads; the TRL run gets the same examples in that order with a sequential sampler, so both
+    frameworks train on identical batches.
+    """
+    from ayar.chat.tokenize import encode_conversation
+    from ayar.model.load import load_tokenizer
+    from ayar.train.batching import micro_batches
+
+    tokenizer = load_tokenizer(str(model_path))
+    n = steps * batch_size
+    encoded = [encode_conversation(tokenizer, m, max_length=max_length)
+               for m in conversations(n, seed, TextSource(LEXICON_SEED))]
+    stream = micro_batches(n, batch_size, seed)
+    batches = [next(stream) for _ in range(steps)]
+    return BenchData([e.input_ids for e in encoded], [e.labels for e in encoded], batches,
+                     tokenizer.pad_token_id)
