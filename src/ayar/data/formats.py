@@ -173,7 +173,7 @@ def _check_order(messages: list[Message], field: str, last: str) -> None:
                                             "(system first, then user and assistant alternating)")
     if turns[-1]["role"] != last:
         raise RecordError("role_order" if last == "user" else "no_assistant_turn",
-                          f"`{field}` must end with a {last} turn")
+                          f"`{field}` must end with {'an assistant' if last == 'assistant' else 'a user'} turn")
 
 
 def _conversation(messages: list[Message], field: str) -> list[Message]:
@@ -292,7 +292,7 @@ def _from_preference(raw: dict[str, Any]) -> tuple:
     return prompt, chosen, rejected
 
 
-_LABELS = {True: True, False: False, 1: True, 0: False, "true": True, "false": False, "1": True, "0": False}
+_LABELS = {True: True, False: False, "true": True, "false": False, "1": True, "0": False}  # 1 == True, 0 == False
 
 
 def _from_kto(raw: dict[str, Any]) -> tuple:
