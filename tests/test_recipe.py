@@ -155,3 +155,8 @@ def test_readme_reference_matches_schema():
     assert start in readme and end in readme, "README lacks the recipe reference markers"
     section = readme.split(start, 1)[1].split(end, 1)[0]
     assert section == reference_markdown(), "README recipe reference is stale: run `python -m ayar.recipe_doc`"
+
+
+def test_did_you_mean_inside_optional_and_list_sections():
+    found = problems({**MINIMAL, "prepare": {"sources": [{"path": "a.jsonl", "formt": "auto"}]}})
+    assert any("prepare.sources.0.formt: unknown key; did you mean 'format'?" in p for p in found), found

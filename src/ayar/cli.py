@@ -23,7 +23,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="ayar: governed LLM fine-tuning, from raw data to a served, documented model.")
 model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models.")
 app.add_typer(model_app, name="model")
-data_app = typer.Typer(no_args_is_help=True, help="Work on data files: redact personal data.")
+data_app = typer.Typer(no_args_is_help=True, help="Work on data files: inspect them, redact personal data.")
 app.add_typer(data_app, name="data")
 
 SetOption = Annotated[
@@ -171,6 +171,44 @@ def model_tiny(
                               hidden_size=hidden_size, intermediate_size=intermediate_size, num_layers=layers,
                               num_heads=heads, num_kv_heads=kv_heads, seed=seed)
     console.print(f"wrote a tiny {arch} model to {folder}")
+
+
+@app.command()
+def prepare(recipe: Path, set_: SetOption = None) -> None:
+    """Read, validate, clean, redact, deduplicate and split the recipe's raw data; write a data card."""
+    from ayar.data.card import summary_line
+    from ayar.data.prepare import prepare as run_prepare
+    from ayar.recipe import load_recipe
+
+    loaded = load_recipe(recipe, set_ or [])
+    if loaded.prepare is None:
+        raise AyarError(f"{recipe}: no `prepare:` section; add one that lists your data sources")
+    summary = run_prepare(loaded.prepare, recipe.resolve().parent)
+    for warning in summary["warnings"]:
+        console.print(f"warning: {warning}", style="yellow", markup=False)
+    console.print(f"{summary_line(summary)}; wrote {summary['output_dir']}", markup=False)
+
+
+@data_app.command("inspect")
+def data_inspect(
+    file: Annotated[Path, typer.Argument(help="A .jsonl, .json, .csv, .tsv or .parquet file, or a datasets "
+                                              "save_to_disk folder.")],
+    tokenizer: Annotated[str | None, typer.Option(help="Local tokenizer or model folder: lengths in tokens.")
+                         ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto, messages, sharegpt, alpaca, prompt_completion, "
+                                                      "preference, kto or text.")] = "auto",
+    pii_records: Annotated[int, typer.Option(min=0, help="Valid records (the first ones) scanned for personal data.")
+                           ] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Show a data file's format, counts, lengths, personal data and duplicate rate; writes nothing."""
+    import json
+
+    from ayar.data.card import render_inspection
+    from ayar.data.prepare import inspect_file
+
+    report = inspect_file(file, tokenizer, format=fmt, pii_records=pii_records)
+    print(json.dumps(report, ensure_ascii=False, indent=2) if as_json else render_inspection(report))
 
 
 @data_app.command("redact")

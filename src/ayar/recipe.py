@@ -13,12 +13,14 @@ a recipe and its data can be moved together.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ayar.data.prepare_config import PrepareSection
 from ayar.errors import RecipeError
 
 
@@ -136,6 +138,9 @@ class Recipe(Section):
     adapter: AdapterSection = Field(default_factory=AdapterSection, description="Adapter or full fine-tuning.")
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation hyper-parameters.")
     output_dir: str = Field("runs/ayar", description="Run folder: adapter, metrics.jsonl, resolved recipe.")
+    prepare: PrepareSection | None = Field(
+        None, description="Raw data -> redacted, deduplicated, split dataset folder (`ayar prepare`)."
+    )
 
     @field_validator("method")
     @classmethod
@@ -282,14 +287,26 @@ def _explain(err: dict[str, Any]) -> str:
 
 def _fields_at(loc: tuple[str, ...]) -> list[str]:
     """Field names of the section at ``loc`` (for "did you mean")."""
-    model: type[BaseModel] = Recipe
+    model: type[BaseModel] | None = Recipe
     for part in loc:
+        if part.isdigit():  # an index into a list of sections
+            continue
         field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        model = _section_type(getattr(field, "annotation", None))
+        if model is None:
             return []
-        model = annotation
     return list(model.model_fields)
+
+
+def _section_type(annotation) -> type[BaseModel] | None:
+    """The section model inside ``X``, ``X | None`` or ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        inner = _section_type(arg)
+        if inner is not None:
+            return inner
+    return None
 
 
 def _did_you_mean(word: str, choices) -> str:

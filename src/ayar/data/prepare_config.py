@@ -132,5 +132,6 @@ class PrepareSection(_Strict):
     leakage: LeakageConfig = Field(default_factory=LeakageConfig, description="Cross-split duplicate check.")
     output_dir: str = Field("data/prepared", description=(
         "Dataset folder: train/val/test.jsonl, rejects.jsonl, manifest.json, data_card.md."))
-    workers: int = Field(1, ge=1, le=64, description=(
-        "Processes for PII redaction (Presidio uses one core each); the output does not depend on it."))
+    workers: int = Field(0, ge=0, le=64, description=(
+        "Processes for PII redaction (Presidio uses one core each); 0: one per CPU core, at most 8. "
+        "The output does not depend on it."))
