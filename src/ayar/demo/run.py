@@ -54,6 +54,32 @@ def sft_recipe(epochs: float) -> dict:
     }
 
 
+def prepare_recipe() -> dict:
+    """Support tickets with personal data -> redacted, deduplicated, split; the model section is unused here."""
+    return {
+        "model": {"path": "../models/tiny"},
+        "data": {"train": "../data/tickets_prepared/train.jsonl"},
+        "prepare": {"sources": [{"path": "../data/tickets_raw.jsonl"}], "on_error": "skip",
+                    "pii": {"default_operator": "mask"}, "dedup": {"exact": True, "near": True, "threshold": 0.8},
+                    "output_dir": "../data/tickets_prepared"},
+    }
+
+
+def run_prepare_stage(out: Path, seed: int) -> dict:
+    """Write raw tickets (with PII and duplicates) and run ``ayar prepare`` on them."""
+    from ayar.data.card import summary_line
+    from ayar.data.prepare import prepare
+    from ayar.demo.tickets import ticket_records
+    from ayar.recipe import load_recipe
+
+    write_jsonl(out / "data" / "tickets_raw.jsonl", ticket_records(1000, seed=seed))
+    recipe_path = _write_recipe(out / "recipes" / "prepare.yaml", prepare_recipe())
+    summary = prepare(load_recipe(recipe_path).prepare, recipe_path.parent, show_progress=False)
+    console.print(summary_line(summary), markup=False)
+    console.print(f"data card: {out / 'data' / 'tickets_prepared' / 'data_card.md'}", markup=False)
+    return summary
+
+
 def evaluate_products(target: str, records: list[dict]) -> tuple[dict, list[str]]:
     """Greedy replies of ``target`` on held-out product records, scored as JSON."""
     from ayar.eval.generate import generate, load_for_inference
@@ -77,6 +103,9 @@ def run_demo(out: str | Path = "demo_out", *, pretrain_steps: int = 350, sft_epo
     start = time.perf_counter()
     for sub in ("data", "models", "runs", "recipes"):  # only what the demo itself writes
         shutil.rmtree(out / sub, ignore_errors=True)
+
+    console.rule("0. prepare: support tickets with personal data -> redacted, deduplicated, split")
+    prepared = run_prepare_stage(out, seed)
 
     console.rule("1. data: synthetic Turkish products -> JSON {category, tags}")
     splits = product_splits(seed=seed, **SPLITS)
@@ -104,6 +133,7 @@ def run_demo(out: str | Path = "demo_out", *, pretrain_steps: int = 350, sft_epo
     base_scores, base_replies = evaluate_products(str(out / "runs" / "pretrain" / "model"), test)
     tuned_scores, tuned_replies = evaluate_products(str(out / "runs" / "sft"), test)
     results = {"base": base_scores, "tuned": tuned_scores, "n_eval": len(test),
+               "prepare": {k: prepared[k] for k in ("counts", "pii") if k in prepared},
                "seconds": round(time.perf_counter() - start, 1),
                "examples": [{"prompt": r["messages"][1]["content"], "expected": r["messages"][2]["content"],
                              "base": b, "tuned": t} for r, b, t in list(zip(test, base_replies, tuned_replies, strict=True))[:5]]}
