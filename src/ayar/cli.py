@@ -38,7 +38,8 @@ def _quiet_libraries() -> None:
     # bitsandbytes (imported by peft when installed) warns on CPUs with AVX512-BF16 that an optional
     # hub-downloaded kernel is missing; ayar never downloads code, and the built-in kernel is used.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    for name in ("mlflow", "alembic"):  # store set-up chatter on every new run folder
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # store set-up chatter on every new run folder
+    for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     import transformers
 
