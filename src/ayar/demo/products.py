@@ -27,21 +27,12 @@ from typing import Any
 
 import yaml
 
+from ayar.data.pii.gazetteer import tr_lower, tr_upper
 from ayar.fsutil import atomic_write
 
 SYSTEM = "Ürünün kategorisini ve etiketlerini JSON olarak ver."
 MAX_TRIES = 1000  # fresh draws allowed per record before giving up on uniqueness
 _SENTENCE_START = re.compile(r"(^|[.!?] )(\w)")  # a letter that starts a sentence
-
-
-def tr_lower(text: str) -> str:
-    """Lower-case Turkish text correctly: İ→i and I→ı (``str.lower`` gives i̇ and i)."""
-    return text.replace("İ", "i").replace("I", "ı").lower()
-
-
-def tr_upper(text: str) -> str:
-    """Upper-case Turkish text correctly: i→İ and ı→I."""
-    return text.replace("i", "İ").replace("ı", "I").upper()
 
 
 def tr_title(text: str) -> str:
