@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import jinja2
 
 from ayar.chat.templates import end_of_turn_tokens
+from ayar.data.read import check_messages
 from ayar.errors import AyarError
 
 IGNORE_INDEX = -100  # label of a token that carries no loss (PyTorch's cross-entropy default)
@@ -132,29 +133,16 @@ def validate_conversation(messages: Sequence[Mapping], end_of_turn: Sequence[str
     Raises:
         ConversationError: the first problem found, naming the message (1-based).
     """
-    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
-        raise ConversationError("a conversation must be a non-empty list of messages")
-    for number, message in enumerate(messages, start=1):
-        if not isinstance(message, Mapping):
-            raise ConversationError(f"message {number} is not an object with 'role' and 'content'")
-        role, content = message.get("role"), message.get("content")
-        if not isinstance(role, str) or not role:
-            raise ConversationError(f"message {number} has no role")
-        if not isinstance(content, str):
-            raise ConversationError(f"message {number} ({role}) has no text content")
-        if role == "assistant" and not content.strip():
-            raise ConversationError(
-                f"message {number} (assistant) is empty; there is nothing to learn from it"
-            )
+    try:
+        clean = check_messages(list(messages) if isinstance(messages, Sequence) and not isinstance(messages, str)
+                               else messages)
+    except ValueError as exc:
+        raise ConversationError(str(exc)) from None
+    for number, message in enumerate(clean, start=1):
         for token in end_of_turn:
-            if token in content:
-                raise ConversationError(
-                    f"message {number} ({role}) contains the end-of-turn token {token!r} in its text"
-                )
-    if not any(m["role"] == "assistant" for m in messages):
-        raise ConversationError("the conversation has no assistant turn, so there is nothing to learn")
-    if messages[0]["role"] == "assistant":
-        raise ConversationError("message 1 is an assistant turn with no prompt before it")
+            if token in message["content"]:
+                raise ConversationError(f"message {number} ({message['role']}) contains the end-of-turn "
+                                        f"token {token!r} in its text")
 
 
 def render(tokenizer, messages: Sequence[Mapping], *, add_generation_prompt: bool = False) -> str:

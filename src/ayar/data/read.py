@@ -69,28 +69,35 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
 def check_messages(messages: object) -> list[dict[str, str]]:
     """Validate an OpenAI ``messages`` list and return it with only role and content.
 
+    This is the one structural gate every conversation passes (the training reader,
+    ``ayar prepare`` and :func:`ayar.chat.tokenize.encode_conversation`). Messages are
+    numbered from 1 in the reasons.
+
     Raises:
         ValueError: with the reason, for the caller to attach file and line.
     """
     if not isinstance(messages, list) or not messages:
-        raise ValueError("`messages` must be a non-empty list")
+        raise ValueError("a conversation must be a non-empty list of messages")
     clean = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise ValueError(f"message {i} needs `role` and `content`")
-        role, content = message["role"], message["content"]
+    for number, message in enumerate(messages, start=1):
+        if not isinstance(message, dict):
+            raise ValueError(f"message {number} is not an object with 'role' and 'content'")
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or not role:
+            raise ValueError(f"message {number} has no role")
         if role not in ROLES:
-            raise ValueError(f"message {i} has role {role!r}; expected one of {', '.join(ROLES)}")
+            raise ValueError(f"message {number} has role {role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
-            raise ValueError(f"message {i} content must be a string")
-        if role == "system" and i != 0:
-            raise ValueError(f"message {i}: a system message may only come first")
+            raise ValueError(f"message {number} ({role}) has no text content")
+        if role == "system" and number != 1:
+            raise ValueError(f"message {number}: a system message may only come first")
+        if role == "assistant" and not content.strip():
+            raise ValueError(f"message {number} (assistant) is empty; there is nothing to learn from it")
         clean.append({"role": role, "content": content})
     if not any(m["role"] == "assistant" for m in clean):
         raise ValueError("conversation has no assistant turn, so there is nothing to learn")
-    for i, m in enumerate(clean):
-        if m["role"] == "assistant" and not m["content"].strip():
-            raise ValueError(f"message {i} is an empty assistant turn")
+    if clean[0]["role"] == "assistant":
+        raise ValueError("message 1 is an assistant turn with no prompt before it")
     return clean
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE = -100
+from ayar.chat.tokenize import IGNORE_INDEX as IGNORE
+
 GROUP_WINDOW = 64  # micro-batches per window within which examples are sorted by length
 
 

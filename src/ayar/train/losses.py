@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE = -100
+from ayar.chat.tokenize import IGNORE_INDEX as IGNORE
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ayar.chat.tokenize import IGNORE_INDEX as IGNORE
 from ayar.chat.tokenize import EncodedExample, encode_conversation
 from ayar.data.read import read_conversations, read_texts
 from ayar.errors import AyarError, DataError
-
-IGNORE = -100
 
 
 @dataclass
