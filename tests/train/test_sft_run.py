@@ -166,3 +166,26 @@ def test_bad_recipe_reports_all_problems(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "adapter.r: must be > 0, got 0 (line 6)" in result.stderr
     assert "train.lr: unknown key" in result.stderr
+
+
+def test_generation_stops_at_the_end_of_turn_token(tiny_llama):
+    """generate() hands the end-of-turn id to transformers as the stop token, and decodes only new tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ayar.eval.generate import generate
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    seen = {}
+    real_generate = model.generate
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real_generate(**kwargs)
+
+    model.generate = spy
+    replies = generate(model, tokenizer, [[{"role": "user", "content": "Merhaba"}]] * 3, max_new_tokens=5)
+    assert seen["eos_token_id"] == [end] and seen["do_sample"] is False
+    assert tokenizer.padding_side == "right"  # restored after left-padded generation
+    assert len(replies) == 3 and len(set(replies)) == 1  # greedy and batched: identical prompts, identical replies
