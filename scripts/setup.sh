@@ -10,6 +10,9 @@ fi
 stamp=.venv/.ayar-installed
 if [ ! -f "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
+  # llama-cpp-python (GGUF export checks) builds from source; the default build uses -march=native,
+  # which crashes on quantised GGUF on some CPUs with AMX, so name the instruction sets instead.
+  export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
   .venv/bin/python -m pip install --quiet -c constraints.txt "torch==2.13.0" -e ".[test]"
   touch "$stamp"
 fi

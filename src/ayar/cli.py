@@ -258,6 +258,13 @@ def demo(
     run_demo(out, pretrain_steps=pretrain_steps, sft_epochs=sft_epochs, n_eval=n_eval)
 
 
+# --- evaluation commands (issue 6) ---
+
+# --- export commands (issue 7) ---
+
+# --- serving commands (issue 7) ---
+
+
 def main() -> None:
     """Console entry point: user errors become one message and exit status 2."""
     try:
