@@ -50,6 +50,17 @@ class ModelSection(Section):
         description="Bundled template (chatml, llama3, mistral, qwen2.5, gemma) or a .jinja file; "
         "null uses the tokenizer's own.",
     )
+    init_adapter: str | None = Field(
+        None,
+        description="Start from the adapter of an earlier run (its run folder or a PEFT adapter folder), e.g. "
+        "DPO after SFT.",
+    )
+    init_adapter_mode: Literal["merge", "continue"] = Field(
+        "merge",
+        description="merge: fold init_adapter into the base weights and train a fresh adapter on top (the "
+        "reference is the merged model); continue: keep training init_adapter itself (the reference must then "
+        "be precomputed).",
+    )
 
 
 class DataSection(Section):
@@ -79,6 +90,78 @@ class AdapterSection(Section):
     target_modules: Literal["all-linear"] | list[str] = Field(
         "all-linear", description="Layers that get adapters: all-linear, or a list such as [q_proj, v_proj]."
     )
+
+
+class PreferenceSection(Section):
+    reference: Literal["auto", "adapter_disabled", "copy", "precompute"] = Field(
+        "auto",
+        description="Reference model for dpo and kto. adapter_disabled: the same weights with the adapter "
+        "switched off (no second copy); copy: a frozen copy (full fine-tuning); precompute: one pass before "
+        "training caches reference log-probs on disk, training runs no reference forward. auto: "
+        "adapter_disabled with an adapter, copy for full fine-tuning, precompute when continuing an adapter.",
+    )
+    reference_device: str | None = Field(
+        None, description="Device for a copied reference (e.g. cuda:1); null: the training device."
+    )
+    reference_quantization: Literal["none", "nf4", "int8"] = Field(
+        "none", description="Load a copied reference quantised with bitsandbytes to save memory."
+    )
+    max_prompt_length: int | None = Field(
+        None, gt=0,
+        description="Longer prompts keep their last max_prompt_length tokens; completions are then cut so "
+        "prompt + completion fits data.max_length (the same cut for chosen and rejected).",
+    )
+    bad_pairs: Literal["drop", "error"] = Field(
+        "drop",
+        description="Pairs with identical chosen and rejected, an empty completion, or a prompt with no room "
+        "left for a completion: drop them (counted and reported) or stop with an error.",
+    )
+    cache_dir: str | None = Field(
+        None, description="Where precomputed reference log-probs are cached; null: $AYAR_CACHE_DIR or "
+        "~/.cache/ayar."
+    )
+
+
+class DpoSection(Section):
+    loss: Literal["sigmoid", "robust", "hinge", "ipo"] = Field(
+        "sigmoid",
+        description="sigmoid (DPO, with label_smoothing: cDPO), robust (robust DPO), hinge (SLiC), ipo (IPO).",
+    )
+    beta: float = Field(0.1, gt=0, description="Inverse temperature: how far the policy may move from the "
+                        "reference (IPO: the regularisation tau).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed share of flipped preference labels "
+                                   "(sigmoid and robust).")
+
+
+class OrpoSection(Section):
+    beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term (the paper's lambda).")
+    nll_weight: float = Field(1.0, ge=0, description="Weight of the chosen reply's NLL (SFT) term.")
+
+
+class CpoSection(Section):
+    beta: float = Field(0.1, gt=0, description="Inverse temperature of the reference-free preference term.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed share of flipped labels.")
+    nll_weight: float = Field(1.0, ge=0, description="Weight of the chosen reply's NLL term (the paper's BC "
+                              "regulariser).")
+
+
+class SimpoSection(Section):
+    beta: float = Field(2.0, gt=0, description="Scale of the length-normalised rewards.")
+    gamma: float = Field(0.5, ge=0, description="Target reward margin.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed share of flipped labels.")
+    nll_weight: float = Field(0.0, ge=0, description="Weight of an added chosen-reply NLL term (0: pure SimPO).")
+
+
+class KtoSection(Section):
+    beta: float = Field(0.1, gt=0, description="Inverse temperature.")
+    desirable_weight: float = Field(1.0, gt=0, description="Loss weight of desirable examples (lambda_D).")
+    undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable examples (lambda_U); "
+                                      "raise it when undesirable examples are scarce.")
+
+
+METHOD_SECTIONS: dict[str, type[Section]] = {
+    "dpo": DpoSection, "orpo": OrpoSection, "cpo": CpoSection, "simpo": SimpoSection, "kto": KtoSection,
+}
 
 
 class TrainSection(Section):
@@ -134,13 +217,22 @@ class TrainSection(Section):
 class Recipe(Section):
     model: ModelSection = Field(description="The base model.")
     data: DataSection = Field(description="Training and validation data.")
-    method: str = Field("sft", description="Training method: pretrain or sft.")
+    method: str = Field(
+        "sft", description="Training method: pretrain, sft, dpo, orpo, kto, cpo or simpo.")
     adapter: AdapterSection = Field(default_factory=AdapterSection, description="Adapter or full fine-tuning.")
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation hyper-parameters.")
     output_dir: str = Field("runs/ayar", description="Run folder: adapter, metrics.jsonl, resolved recipe.")
     prepare: PrepareSection | None = Field(
         None, description="Raw data -> redacted, deduplicated, split dataset folder (`ayar prepare`)."
     )
+    preference: PreferenceSection = Field(
+        default_factory=PreferenceSection, description="Reference model and pair handling for preference methods."
+    )
+    dpo: DpoSection | None = Field(None, description="DPO settings (method: dpo).")
+    orpo: OrpoSection | None = Field(None, description="ORPO settings (method: orpo).")
+    cpo: CpoSection | None = Field(None, description="CPO settings (method: cpo).")
+    simpo: SimpoSection | None = Field(None, description="SimPO settings (method: simpo).")
+    kto: KtoSection | None = Field(None, description="KTO settings (method: kto).")
 
     @field_validator("method")
     @classmethod
@@ -157,6 +249,30 @@ class Recipe(Section):
             raise ValueError("model.quantization needs adapter.type lora or dora: quantised weights cannot be "
                              "fully fine-tuned")
         return self
+
+    @model_validator(mode="after")
+    def _method_sections(self) -> Recipe:
+        for name in METHOD_SECTIONS:
+            if getattr(self, name) is not None and name != self.method:
+                raise ValueError(f"section `{name}` is set but method is {self.method!r}; remove it or set "
+                                 f"method: {name}")
+        if self.model.init_adapter and self.adapter.type == "full" and self.model.init_adapter_mode == "continue":
+            raise ValueError("model.init_adapter_mode continue needs an adapter (adapter.type lora or dora); use "
+                             "merge for full fine-tuning")
+        if self.model.init_adapter_mode == "continue" and self.model.init_adapter and \
+                self.preference.reference == "adapter_disabled":
+            raise ValueError("preference.reference adapter_disabled would make the base (not the init_adapter "
+                             "model) the reference when continuing an adapter; use precompute, or "
+                             "model.init_adapter_mode merge")
+        if self.preference.reference_quantization != "none" and self.preference.reference != "copy":
+            raise ValueError("preference.reference_quantization applies to reference: copy only")
+        return self
+
+    def method_config(self) -> Section | None:
+        """The settings section of a preference method (its defaults when the recipe has none)."""
+        if self.method not in METHOD_SECTIONS:
+            return None
+        return getattr(self, self.method) or METHOD_SECTIONS[self.method]()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
@@ -250,7 +366,13 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
         model = model.model_copy(update={"path": resolve(model.path)})
     if model.chat_template and model.chat_template.endswith(".jinja"):
         model = model.model_copy(update={"chat_template": resolve(model.chat_template)})
-    return recipe.model_copy(update={"data": data, "model": model, "output_dir": resolve(recipe.output_dir)})
+    if model.init_adapter:
+        model = model.model_copy(update={"init_adapter": resolve(model.init_adapter)})
+    preference = recipe.preference
+    if preference.cache_dir:
+        preference = preference.model_copy(update={"cache_dir": resolve(preference.cache_dir)})
+    return recipe.model_copy(update={"data": data, "model": model, "output_dir": resolve(recipe.output_dir),
+                                     "preference": preference})
 
 
 # ----------------------------------------------------------------------------- error text

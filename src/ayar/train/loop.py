@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 from ayar.errors import AyarError
-from ayar.train.batching import IGNORE, collate, micro_batches
+from ayar.train.batching import micro_batches
 from ayar.train.checkpoint import LoopState, load_checkpoint, prune_checkpoints, save_checkpoint
-from ayar.train.losses import TargetLoss, count_targets
+from ayar.train.losses import count_targets
+from ayar.train.objectives import LMObjective
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -70,21 +71,52 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+def _reduce(accelerator, values: dict[str, torch.Tensor | float]) -> dict[str, torch.Tensor]:
+    """Sum each value over processes (keys in the same order everywhere)."""
+    if not values:
+        return {}
+    keys = sorted(values)
+    stacked = torch.stack([torch.as_tensor(values[k], dtype=torch.float64, device=accelerator.device).reshape(())
+                           for k in keys])
+    return dict(zip(keys, accelerator.reduce(stacked, reduction="sum"), strict=True))
+
+
+def _add(total: dict, key: str, value) -> None:
+    total[key] = total.get(key, 0) + (value.detach().double() if torch.is_tensor(value) else value)
+
+
+def _stats_record_prefixed(stats: dict[str, float]) -> dict[str, float]:
+    return {f"eval_{k}": v for k, v in stats.items()}
+
+
+def _stats_record(sums: dict, counts: dict, prefix: str = "") -> dict[str, float]:
+    return {f"{prefix}{k}": float(sums[k] / counts[k]) for k in sums if float(counts[k]) > 0}
+
+
 @torch.no_grad()
-def evaluate(loss_model: TargetLoss, examples: Sequence, pad_id: int, batch_size: int,
-             accelerator, amp: torch.dtype | None = None) -> float:
-    """Mean token loss over ``examples`` (summed loss over summed target count)."""
+def evaluate(loss_model, examples: Sequence, pad_id: int, batch_size: int,
+             accelerator, amp: torch.dtype | None = None, objective=None) -> tuple[float, dict[str, float]]:
+    """Loss over ``examples`` (each term's sum over its count) and the objective's statistics."""
+    objective = objective or LMObjective()
     was_training = loss_model.training
     loss_model.eval()
-    total, count = torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device)
+    terms_total, counts_total, stat_sums, stat_counts = {}, {}, {}, {}
     for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(accelerator.device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
+        batch = objective.collate(examples[start : start + batch_size], pad_id)
+        for k, v in objective.counts(batch).items():
+            _add(counts_total, k, v)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with _autocast(accelerator.device, amp):
-            loss_sum, n = loss_model(**batch)
-        total += loss_sum.float()
-        count += n
+            terms, stats = loss_model(**batch)
+        for k, v in terms.items():
+            _add(terms_total, k, v)
+        for k, (total, count) in stats.items():
+            _add(stat_sums, k, total)
+            _add(stat_counts, k, count)
     loss_model.train(was_training)
-    return float(total / count.clamp(min=1))
+    terms_total, counts_total = _reduce(accelerator, terms_total), _reduce(accelerator, counts_total)
+    loss = sum(float(terms_total[k] / counts_total[k].clamp(min=1)) for k in terms_total)
+    return loss, _stats_record(_reduce(accelerator, stat_sums), _reduce(accelerator, stat_counts))
 
 
 @dataclass
@@ -141,40 +173,61 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))
 
 
-def _read_step(stream, train_examples, cfg, rank: int, world: int, pad_id: int) -> list[dict]:
+def _read_step(stream, train_examples, cfg, rank: int, world: int, pad_id: int, objective) -> list[dict]:
     """The micro-batches of one optimizer step, this process's share of each."""
     batches = []
     for _ in range(cfg.gradient_accumulation_steps):
         indices = next(stream)
         share = indices[rank::world]
-        batch = collate([train_examples[i] for i in share or indices[:1]], pad_id)
+        batch = objective.collate([train_examples[i] for i in share or indices[:1]], pad_id)
         if not share:  # a short last batch left this process nothing: run it, but learn nothing
-            batch["labels"].fill_(IGNORE)
+            objective.silence(batch)
         batches.append(batch)
     return batches
 
 
-def _accumulate(loss_model, batches, accelerator, amp, scaler) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """Forward and backward over one step's micro-batches; returns (summed loss, tokens, target count)."""
-    n_local = torch.tensor(float(sum(count_targets(b["labels"]) for b in batches)), device=accelerator.device)
-    n_global = accelerator.reduce(n_local, reduction="sum").clamp(min=1)
-    # DDP averages gradients over processes; multiply back so the result is sum / n_global.
-    scale = accelerator.num_processes / n_global
-    step_loss = torch.zeros((), device=accelerator.device)
-    tokens = 0
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    tokens: int
+    target_tokens: int  # this process's tokens with a loss
+    stats: dict[str, float]
+
+
+def _accumulate(loss_model, batches, accelerator, amp, scaler, objective) -> StepResult:
+    """Forward and backward over one step's micro-batches.
+
+    Each loss term is divided by its count over the whole step and all
+    processes (not per micro-batch), so accumulation equals one large batch.
+    """
+    counts_local: dict[str, float] = {}
+    for batch in batches:
+        for k, v in objective.counts(batch).items():
+            counts_local[k] = counts_local.get(k, 0.0) + v
+    n_global = {k: v.clamp(min=1) for k, v in _reduce(accelerator, counts_local).items()}
+    # DDP averages gradients over processes; multiply back so each term is sum / n_global.
+    world = accelerator.num_processes
+    terms_total, stat_sums, stat_counts = {}, {}, {}
+    tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else int(b["input_ids"].numel())
+                 for b in batches)
+    target_tokens = sum(count_targets(b["labels"]) for b in batches)
     for i, batch in enumerate(batches):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         sync = i == len(batches) - 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(loss_model):
             with _autocast(accelerator.device, amp):
-                loss_sum, _ = loss_model(**batch)
-            loss = loss_sum * scale
+                terms, stats = loss_model(**batch)
+            loss = sum(term * (world / n_global[k]).to(term.dtype) for k, term in terms.items())
             accelerator.backward(scaler.scale(loss) if scaler else loss)
-        step_loss += loss_sum.detach().float()
-        tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(
-            batch["input_ids"].numel())
-    loss = accelerator.reduce(step_loss, reduction="sum") / n_global
-    return loss, tokens, n_local
+        for k, v in terms.items():
+            _add(terms_total, k, v)
+        for k, (total, count) in stats.items():
+            _add(stat_sums, k, total)
+            _add(stat_counts, k, count)
+    terms_total = _reduce(accelerator, terms_total)
+    loss = sum(terms_total[k] / n_global[k] for k in terms_total)
+    stats = _stats_record(_reduce(accelerator, stat_sums), _reduce(accelerator, stat_counts))
+    return StepResult(loss, tokens, target_tokens, stats)
 
 
 def _apply_update(optimizer, scheduler, scaler, params, cfg, accelerator, loss: float, state: LoopState) -> float:
@@ -212,6 +265,7 @@ def fit(
     warn: Callable[[str], None] | None = None,
     checkpointing: Checkpointing | None = None,
     stop: StopRequest | None = None,
+    objective=None,
 ) -> FitResult:
     """Train ``model`` in place on ``train_examples`` with the recipe's ``train`` section.
 
@@ -227,6 +281,8 @@ def fit(
         warn: called with warnings (skipped non-finite steps, early stopping).
         checkpointing: where to write checkpoints, and one to resume from.
         stop: set by a signal handler to checkpoint and stop after the current step.
+        objective: how examples become batches and losses (:mod:`ayar.train.objectives`);
+            next-token cross-entropy when None.
 
     Returns:
         Step count, losses, token counts, history and why the run stopped.
@@ -244,7 +300,8 @@ def fit(
     warn = warn or (lambda message: None)
     torch.manual_seed(cfg.seed)
     steps = total_steps(len(train_examples), cfg)
-    loss_model = TargetLoss(model)
+    objective = objective or LMObjective()
+    loss_model = objective.wrap(model)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps)
     loss_model, optimizer = accelerator.prepare(loss_model, optimizer)
@@ -271,9 +328,9 @@ def fit(
         accelerator.wait_for_everyone()
 
     while state.step < steps:
-        batches = _read_step(stream, train_examples, cfg, rank, world, pad_id)
+        batches = _read_step(stream, train_examples, cfg, rank, world, pad_id, objective)
         try:
-            loss_t, tokens, n_local = _accumulate(loss_model, batches, accelerator, amp, scaler)
+            step = _accumulate(loss_model, batches, accelerator, amp, scaler, objective)
         except Exception as exc:
             if _is_oom(exc):
                 shape = max(tuple(b["input_ids"].shape) for b in batches)
@@ -282,14 +339,14 @@ def fit(
             raise
         state.step += 1
         state.consumed += cfg.gradient_accumulation_steps
-        loss = float(loss_t)
+        loss = float(step.loss)
         grad_norm = _apply_update(optimizer, scheduler, scaler, params, cfg, accelerator, loss, state)
-        state.tokens += tokens
-        state.target_tokens += int(n_local)
+        state.tokens += step.tokens
+        state.target_tokens += step.target_tokens
         elapsed = time.perf_counter() - started
         record = {"step": state.step, "loss": loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                   "target_tokens": state.target_tokens, "tokens_per_s": state.tokens / max(elapsed, 1e-9),
-                  "elapsed_s": elapsed}
+                  "elapsed_s": elapsed, **step.stats}
         if state.bad_steps:
             record["skipped"] = True
             warn(f"step {state.step}: loss {loss} / gradient norm {grad_norm} is not finite; update skipped "
@@ -300,8 +357,10 @@ def fit(
                                "train.learning_rate, keep train.max_grad_norm set, or check the data.")
         improved = False
         if val_examples and ((cfg.eval_every and state.step % cfg.eval_every == 0) or state.step == steps):
-            eval_loss = evaluate(loss_model, val_examples, pad_id, cfg.micro_batch_size, accelerator, amp)
+            eval_loss, eval_stats = evaluate(loss_model, val_examples, pad_id, cfg.micro_batch_size, accelerator,
+                                             amp, objective)
             record["eval_loss"] = eval_loss
+            record.update(_stats_record_prefixed(eval_stats))
             best = state.best_eval_loss
             improved = best is None or eval_loss < best - cfg.early_stopping_min_delta
             if improved:

@@ -82,15 +82,43 @@ def pretrain_examples(path: str, tokenizer, data) -> tuple[list[EncodedExample],
     return examples, stats
 
 
+def pair_examples(path: str, tokenizer, recipe):
+    """Preference pairs, cut and filtered per ``preference`` (see :mod:`ayar.train.preference_data`)."""
+    from ayar.train.preference_data import read_pairs
+
+    p = recipe.preference
+    return read_pairs(path, tokenizer, recipe.data.max_length, p.max_prompt_length, p.bad_pairs)
+
+
+def kto_examples(path: str, tokenizer, recipe):
+    """Rated replies, each with a mismatched completion for KTO's KL estimate."""
+    from ayar.train.preference_data import read_kto
+
+    p = recipe.preference
+    return read_kto(path, tokenizer, recipe.data.max_length, p.max_prompt_length, p.bad_pairs, recipe.train.seed)
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
-    record: str  # the record type it reads: "conversation" or "text"
+    record: str  # the record type it reads: "conversation", "text", "preference" or "kto"
     description: str
-    build_examples: Callable[..., tuple[list[EncodedExample], BuildStats]]
+    build_examples: Callable  # (path, tokenizer, recipe) -> (examples, stats)
+    reference: bool = False  # needs a reference model
 
 
 METHODS: dict[str, Method] = {
-    "pretrain": Method("pretrain", "text", "continued pretraining on raw text blocks", pretrain_examples),
-    "sft": Method("sft", "conversation", "supervised fine-tuning on conversations", sft_examples),
+    "pretrain": Method("pretrain", "text", "continued pretraining on raw text blocks",
+                       lambda path, tok, recipe: pretrain_examples(path, tok, recipe.data)),
+    "sft": Method("sft", "conversation", "supervised fine-tuning on conversations",
+                  lambda path, tok, recipe: sft_examples(path, tok, recipe.data)),
+    "dpo": Method("dpo", "preference", "direct preference optimisation (and IPO, hinge, robust)", pair_examples,
+                  reference=True),
+    "orpo": Method("orpo", "preference", "odds-ratio preference optimisation: SFT and preference in one stage",
+                   pair_examples),
+    "cpo": Method("cpo", "preference", "contrastive preference optimisation (reference-free)", pair_examples),
+    "simpo": Method("simpo", "preference", "simple preference optimisation (length-normalised, reference-free)",
+                    pair_examples),
+    "kto": Method("kto", "kto", "Kahneman-Tversky optimisation on thumbs-up / thumbs-down replies", kto_examples,
+                  reference=True),
 }

@@ -40,6 +40,8 @@ from ayar.train.loop import (
     fit,
 )
 from ayar.train.methods import METHODS
+from ayar.train.objectives import files_digest, make_objective, precompute_reference
+from ayar.train.reference import adapter_folder, make_reference, reference_kind, start_model
 from ayar.ui import console, step_progress
 
 # Recipe keys that may change between a checkpoint and its resume: they do not affect the numbers.
@@ -197,8 +199,8 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     tokenizer = load_tokenizer(m.path, chat_template=m.chat_template, revision=m.revision,
                                trust_remote_code=m.trust_remote_code)
     method = METHODS[recipe.method]
-    train_examples, stats = method.build_examples(recipe.data.train, tokenizer, recipe.data)
-    val_examples = method.build_examples(recipe.data.val, tokenizer, recipe.data)[0] if recipe.data.val else []
+    train_examples, stats = method.build_examples(recipe.data.train, tokenizer, recipe)
+    val_examples = method.build_examples(recipe.data.val, tokenizer, recipe)[0] if recipe.data.val else []
     if not train_examples:
         raise AyarError(f"{recipe.data.train}: no usable training examples ({stats})")
 
@@ -212,8 +214,24 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     if recipe.train.gradient_checkpointing:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model, attached = start_model(model, recipe)
     torch.manual_seed(recipe.train.seed)  # adapter initialisation
-    model = attach_adapter(model, recipe.adapter)
+    if not attached:
+        model = attach_adapter(model, recipe.adapter)
+    reference, reference_note = None, ""
+    if method.reference:
+        kind = reference_kind(recipe)
+        reference = make_reference(kind, model, recipe, accelerator.device)
+        if kind == "precompute":
+            path, hit = precompute_reference(
+                make_objective(recipe, reference), model, [train_examples, val_examples],
+                pad_id=tokenizer.pad_token_id, batch_size=recipe.train.micro_batch_size, amp=amp,
+                device=accelerator.device, folder=recipe.preference.cache_dir, key_parts=_reference_key(recipe, amp))
+            reference_note = f"; reference log-probs {'read from' if hit else 'precomputed into'} {path}"
+            reference = None  # training runs no reference forward
+        else:
+            reference_note = f"; reference: {kind.replace('_', ' ')}"
+    objective = make_objective(recipe, reference)
     trainable, total = count_parameters(model)
     world = accelerator.num_processes
     lengths = [len(e.input_ids) for e in train_examples] if recipe.train.group_by_length else None
@@ -229,10 +247,11 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
         console.print(
             f"{method.name} on {stats.examples} examples{packed} ({stats.target_tokens} target tokens"
             f"{f', {stats.truncated} truncated' if stats.truncated else ''}"
-            f"{f', {stats.dropped_no_target} dropped with no target left' if stats.dropped_no_target else ''}; "
+            f"{f', {stats.dropped_no_target} dropped with no target left' if stats.dropped_no_target else ''}"
+            f"{''.join(f', {n} dropped: {why}' for why, n in getattr(stats, 'dropped', {}).items())}; "
             f"padding {padding:.1%}); {recipe.adapter.type}: {trainable:,} of {total:,} parameters trainable; "
             f"weights {str(dtype).removeprefix('torch.')}, autocast {str(amp).removeprefix('torch.') if amp else 'off'}"
-            + (f"; resuming from {resume_from.name}" if resume_from else ""), markup=False)
+            + reference_note + (f"; resuming from {resume_from.name}" if resume_from else ""), markup=False)
     checkpointing = Checkpointing(out / "checkpoints", recipe.train.save_every, recipe.train.keep_checkpoints,
                                   recipe.to_yaml(), resume_from)
     writer = MetricsWriter(out / "metrics.jsonl") if main else None
@@ -247,7 +266,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
         try:
             result = fit(model, train_examples, recipe.train, pad_id=tokenizer.pad_token_id,
                          val_examples=val_examples, accelerator=accelerator, log=log if main else None,
-                         progress=update, checkpointing=checkpointing, stop=stop,
+                         progress=update, checkpointing=checkpointing, stop=stop, objective=objective,
                          warn=lambda msg: console.print(f"warning: {msg}", style="yellow", markup=False))
         except OutOfMemory as exc:
             raise _oom_advice(exc, recipe) from None
@@ -277,6 +296,16 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
                           markup=False)
     accelerator.wait_for_everyone()
     return TrainedRun(result, model, tokenizer, out)
+
+
+def _reference_key(recipe: Recipe, amp) -> dict:
+    """What the precomputed reference log-probs depend on, besides the examples' token ids."""
+    m = recipe.model
+    continuing = bool(m.init_adapter) and m.init_adapter_mode == "continue"
+    return {"model": files_digest(m.path), "revision": m.revision, "dtype": m.dtype, "quantization": m.quantization,
+            "init_adapter": files_digest(adapter_folder(m.init_adapter)) if m.init_adapter else None,
+            "init_adapter_mode": m.init_adapter_mode, "adapter": recipe.adapter.type if continuing else None,
+            "autocast": str(amp), "method": recipe.method}
 
 
 def _trim_metrics(path: Path, resume_from: Path | None) -> None:
