@@ -1,0 +1,12 @@
+"""``ayar serve``: an OpenAI-compatible HTTP server for a base model and its adapters.
+
+Meant for testing and small deployments: one process, one worker thread, one
+request generated at a time. Modules, in the order a request meets them:
+
+- :mod:`ayar.serve.launch`: options → loaded model, adapters, A/B routes → uvicorn.
+- :mod:`ayar.serve.app`: the FastAPI routes, authentication, SSE streaming.
+- :mod:`ayar.serve.protocol`: OpenAI request schemas, errors and response objects.
+- :mod:`ayar.serve.engine`: the bounded queue and the worker that generates.
+- :mod:`ayar.serve.models`: the base model, its adapters (peft) and A/B routes.
+- :mod:`ayar.serve.text`: generated tokens → final text, with stop sequences.
+"""
