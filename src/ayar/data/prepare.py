@@ -2,6 +2,7 @@
 
     read -> detect format -> convert and validate -> clean -> length filter -> redact PII
          -> exact and near dedup -> sample -> split -> leakage check -> write
+         (-> canaries: fake secrets planted in train records, see ayar.eval.canary)
 
 Records stream through the first half in batches: each redacted record goes to a
 hidden work file in the output folder, and only its duplicate keys, MinHash
@@ -48,6 +49,7 @@ from ayar.data.readers import Source, common_kind, iter_records, open_source, re
 from ayar.data.redaction import Redaction
 from ayar.data.split import SPLITS, assign_splits, resolve_leakage
 from ayar.errors import AyarError
+from ayar.eval.canary import canary_manifest, card_section, insert_canary, parse_template, plan_insertions
 from ayar.govern.manifest import describe_folder, file_record, utc_now, write_json_atomic
 from ayar.ui import console
 
@@ -127,7 +129,11 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
     out_dir = resolve_path(section.output_dir, base_dir)
     sources = [open_source(s, base_dir) for s in section.sources]
     _check_outputs(sources, out_dir)
-    run = _Run(section, base_dir, sources, common_kind(sources), show_progress)
+    kind = common_kind(sources)
+    if section.canaries is not None and kind == "kto":
+        raise AyarError("prepare.canaries: KTO records cannot carry canaries (their label decides whether the "
+                        "model learns a reply or unlearns it); remove `canaries` or use preference pairs")
+    run = _Run(section, base_dir, sources, kind, show_progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Workspace(out_dir)
     try:
@@ -136,7 +142,7 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
         counts = {**summary["split"]["sizes"], "rejects": summary["rejects"]["total"]}
         summary["outputs"] = {name: {**work.close(name), "records": counts[name.removesuffix(".jsonl")]}
                               for name in OUTPUTS}
-        work.files["data_card.md"].write(render_card(summary))
+        work.files["data_card.md"].write(render_card(summary) + card_section(summary["canaries"]))
         summary["outputs"]["data_card.md"] = work.close("data_card.md")
         work.commit()
     finally:
@@ -174,6 +180,8 @@ class _Run:
         self.total = self.valid = self.filtered = 0
         self.errors: list[str] = []
         self.show_progress = show_progress
+        self.canaries: dict[str, Any] | None = None  # the manifest's record of planted canaries
+        self.canary_sentences: list[str] = []
 
     def execute(self, work: Workspace) -> dict[str, Any]:
         self.rejects = Rejects(work.files["rejects.jsonl"], self.sources)
@@ -301,6 +309,7 @@ class _Run:
     def _write(self, work: Workspace, plan: _Plan) -> dict[str, int]:
         sizes = dict.fromkeys(SPLITS, 0)
         rng = random.Random(self.section.split.seed)
+        carriers = self._plan_canaries(plan)
         with open(work.paths["work.jsonl"], encoding="utf-8") as spill:
             for i, line in enumerate(spill):
                 split = plan.assignment.get(i)
@@ -314,10 +323,38 @@ class _Run:
                     if copies == 0:
                         self._reject(i, "weight", "weighted_out", f"left out by weight {weight:g}")
                         del plan.assignment[i]
-                work.files[f"{split}.jsonl"].write(line * copies)
+                text = line * copies
+                if i in carriers:  # the first copy carries the canary (carriers never have weight < 1)
+                    text = self._plant(line, carriers[i]) + line * (copies - 1)
+                work.files[f"{split}.jsonl"].write(text)
                 sizes[split] += copies
         plan.steps.append(("written (distinct records)", len(plan.assignment)))
         return sizes
+
+    def _plan_canaries(self, plan: _Plan) -> dict[int, int]:
+        """Which train records carry which canary (see ayar.eval.canary); records them in ``self.canaries``."""
+        config = self.section.canaries
+        if config is None:
+            return {}
+        template = parse_template(config.template)
+        eligible = sorted(i for i, split in plan.assignment.items()
+                          if split == "train" and (self.sources[self.table.source[i]].config.weight or 1) >= 1)
+        try:
+            carriers = plan_insertions(eligible, config.count, config.repeats, config.seed)
+        except ValueError as exc:
+            raise AyarError(f"prepare.canaries: {exc}; lower count or repeats") from None
+        values = template.sample(random.Random(f"canary-values:{config.seed}"), config.count)
+        locations: list[list[str]] = [[] for _ in values]
+        for i in sorted(carriers):
+            locations[carriers[i]].append(self._where(i))
+        self.canary_sentences = [template.fill(v) for v in values]
+        self.canaries = canary_manifest(template, values, config.repeats, config.seed, locations)
+        return carriers
+
+    def _plant(self, line: str, n: int) -> str:
+        record = insert_canary(json.loads(line), self.canary_sentences[n])
+        record["meta"]["canary"] = n
+        return json.dumps(record, ensure_ascii=False) + "\n"
 
     def _reject(self, i: int, stage: str, reason: str, detail: str, **extra: Any) -> None:
         self.rejects.add(self.table.source[i], self.table.number[i], stage, reason, detail, **extra)
@@ -362,6 +399,7 @@ class _Run:
             "split": split_report(plan.assignment, sizes, t.groups, t.strata, section.split,
                                   self.redaction.redact_labels),
             "leakage": leakage_report(plan.leakage, section.leakage.resolve, self._where),
+            "canaries": self.canaries,
             "settings": section.model_dump(mode="json"),
             "workers": self.workers,
             "seconds": round(seconds, 2),

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ayar.data.pii.config import RedactionConfig
+from ayar.eval.canary import DEFAULT_TEMPLATE, parse_template
 
 FormatName = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "preference", "kto", "text"]
 
@@ -118,6 +119,23 @@ class LeakageConfig(_Strict):
         "group, joins the earlier split: train before val before test) or drop (the held-out record is removed)."))
 
 
+class CanaryConfig(_Strict):
+    count: int = Field(5, ge=1, le=100, description="Different fake secrets to plant.")
+    repeats: int = Field(10, ge=1, le=10_000, description=(
+        "Training records each canary is written into (each record carries at most one)."))
+    template: str = Field(DEFAULT_TEMPLATE, description=(
+        "Sentence with one slot: {tckn} (a checksum-valid T.C. Kimlik No, 9 x 10^8 values) or {digits:N} "
+        "(N random digits); appended to the text the model learns from (last assistant turn, chosen reply, "
+        "or document)."))
+    seed: int = Field(0, description="Seed of the values and of the records chosen.")
+
+    @field_validator("template")
+    @classmethod
+    def _one_slot(cls, value: str) -> str:
+        parse_template(value)  # raises ValueError with the reason
+        return value
+
+
 class PrepareSection(_Strict):
     sources: list[SourceConfig] = Field(min_length=1, description="The raw data files, read in this order.")
     on_error: Literal["fail", "skip"] = Field("fail", description=(
@@ -132,6 +150,9 @@ class PrepareSection(_Strict):
     leakage: LeakageConfig = Field(default_factory=LeakageConfig, description="Cross-split duplicate check.")
     output_dir: str = Field("data/prepared", description=(
         "Dataset folder: train/val/test.jsonl, rejects.jsonl, manifest.json, data_card.md."))
+    canaries: CanaryConfig | None = Field(None, description=(
+        "Plant fake secrets in train.jsonl (after redaction; recorded in manifest.json and the data card) so "
+        "the memorisation audit can measure their exposure after training (Carlini et al. 2019); null: none."))
     workers: int = Field(0, ge=0, le=64, description=(
         "Processes for PII redaction (Presidio uses one core each); 0: one per CPU core, at most 8. "
         "The output does not depend on it."))
