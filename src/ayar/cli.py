@@ -250,19 +250,110 @@ def demo(
     pretrain_steps: Annotated[int, typer.Option(min=1)] = 350,
     sft_epochs: Annotated[float, typer.Option(min=0.1)] = 3.0,
     n_eval: Annotated[int, typer.Option(min=1, help="Held-out examples to evaluate.")] = 200,
+    style_pairs: Annotated[int, typer.Option(min=16, help="Preference pairs of the style stage.")] = 1200,
 ) -> None:
     """Run the offline demo: synthetic Turkish data, tiny model, pretrain, LoRA SFT, base vs tuned."""
     from ayar.demo.run import run_demo
 
     _quiet_libraries()
-    run_demo(out, pretrain_steps=pretrain_steps, sft_epochs=sft_epochs, n_eval=n_eval)
+    run_demo(out, pretrain_steps=pretrain_steps, sft_epochs=sft_epochs, n_eval=n_eval, style_pairs=style_pairs)
 
 
 # --- evaluation commands (issue 6) ---
 
+
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `ayar train`.")],
+    data: Annotated[Path | None, typer.Option(help="JSONL of conversations to evaluate on; default: the "
+                                                   "prepared test split beside data.train.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override an eval setting, e.g. --set n=100 or --set eval.few_shot=3 (repeatable).")] = None,
+) -> None:
+    """Compare the base and the tuned model on held-out data: each metric, the difference and its 95% interval.
+
+    Writes RUN_DIR/eval/comparison.json, examples.jsonl and, with a judge, judge.json.
+    """
+    from ayar.eval.compare import evaluate_run, print_comparison, section_for_run
+
+    _quiet_libraries()
+    section = section_for_run(run_dir, set_ or [], data=data.resolve() if data else None)
+    print_comparison(evaluate_run(run_dir, section))
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `ayar train` (and `ayar eval`).")],
+) -> None:
+    """Build RUN_DIR/report.html (one self-contained page) and report.json from what the run folder holds."""
+    from ayar.eval.report import build_report
+
+    json_path, html_path = build_report(run_dir)
+    console.print(f"wrote {html_path} and {json_path}", markup=False)
+
+
 # --- export commands (issue 7) ---
 
+
+def _split_commas(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `ayar train`.")],
+    fmt: Annotated[list[str], typer.Option("--format", "-f", help="merged, adapter, gguf or vllm (repeatable or "
+                                                                  "comma-separated).")],
+    out: Annotated[Path | None, typer.Option(help="Folder for the <format>/ folders; default RUN_DIR/export.")
+                   ] = None,
+    dtype: Annotated[str, typer.Option(help="Merged weights: auto (the base's dtype), fp32, bf16 or fp16. The "
+                                            "merge itself runs in fp32.")] = "auto",
+    gguf_type: Annotated[list[str] | None, typer.Option("--gguf-type", help="f32, f16, bf16 or q8_0 (repeatable or "
+                                                                            "comma-separated; default q8_0).")
+                         ] = None,
+    verify: Annotated[bool, typer.Option(help="Check the export reproduces the trained model before publishing it.")
+                      ] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing export folders.")] = False,
+    max_shard_size: Annotated[str, typer.Option(help="Largest safetensors shard of merged weights.")] = "5GB",
+    with_adapter: Annotated[list[Path] | None, typer.Option(
+        "--with", help="Another LoRA run on the same base for vllm to serve beside this one (repeatable).")] = None,
+) -> None:
+    """Export a finished run: merged weights, the adapter, GGUF with an Ollama Modelfile, or vLLM launch files."""
+    from ayar.export.run import export_run, how_to_serve
+
+    _quiet_libraries()
+    results = export_run(run_dir, _split_commas(fmt), out, dtype=dtype, gguf_types=_split_commas(gguf_type) or ["q8_0"],
+                         verify=verify, overwrite=overwrite, max_shard_size=max_shard_size,
+                         extra_adapters=with_adapter or [])
+    print(how_to_serve(results, run_dir))
+
 # --- serving commands (issue 7) ---
+
+
+@app.command()
+def serve(
+    target: Annotated[str, typer.Argument(help="A run folder, an adapter folder, or a base model folder / hub id.")],
+    adapter: Annotated[list[str] | None, typer.Option(
+        help="Also serve an adapter as NAME=PATH (repeatable); requests pick it with model=NAME.")] = None,
+    ab: Annotated[list[str] | None, typer.Option(
+        help="A/B route ROUTE=MODEL:WEIGHT,MODEL:WEIGHT (repeatable): requests for ROUTE go to one of the "
+             "models, drawn by weight.")] = None,
+    ab_seed: Annotated[int, typer.Option(help="Seed of the A/B draws, so a run can be replayed.")] = 0,
+    ab_log: Annotated[Path, typer.Option(help="JSONL file each A/B draw is appended to.")] = Path("ab_log.jsonl"),
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
+    port: int = 8000,
+    api_key_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding the API key clients must send as a Bearer token.")] = None,
+    max_queue: Annotated[int, typer.Option(min=1, help="Requests that may wait; more get 503 at once.")] = 16,
+    dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
+) -> None:
+    """Serve a model and its adapters over an OpenAI-compatible HTTP API (/v1/chat/completions, ...)."""
+    from ayar.serve.launch import ServeOptions, run
+
+    _quiet_libraries()
+    options = ServeOptions(target=target, adapters=adapter or [], ab=ab or [], ab_seed=ab_seed, ab_log=ab_log,
+                           dtype=dtype, max_queue=max_queue, api_key_env=api_key_env)
+    run(options, bind=host, port=port)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ayar.data.prepare_config import PrepareSection
 from ayar.errors import RecipeError
+from ayar.eval.config import EvalSection
 
 
 class Section(BaseModel):
@@ -233,6 +234,10 @@ class Recipe(Section):
     cpo: CpoSection | None = Field(None, description="CPO settings (method: cpo).")
     simpo: SimpoSection | None = Field(None, description="SimPO settings (method: simpo).")
     kto: KtoSection | None = Field(None, description="KTO settings (method: kto).")
+    eval: EvalSection | None = Field(
+        None, description="What `ayar eval RUN_DIR` measures: data, metrics, baseline, judge, forgetting and "
+        "memorisation audits."
+    )
 
     @field_validator("method")
     @classmethod
@@ -371,8 +376,9 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     preference = recipe.preference
     if preference.cache_dir:
         preference = preference.model_copy(update={"cache_dir": resolve(preference.cache_dir)})
+    evaluation = recipe.eval.resolved(base) if recipe.eval else None
     return recipe.model_copy(update={"data": data, "model": model, "output_dir": resolve(recipe.output_dir),
-                                     "preference": preference})
+                                     "preference": preference, "eval": evaluation})
 
 
 # ----------------------------------------------------------------------------- error text

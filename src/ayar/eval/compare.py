@@ -284,7 +284,19 @@ def evaluate_run(run_dir: str | Path, section: EvalSection | None = None) -> dic
     else:  # a judge.json left by an earlier evaluation would describe other replies
         for name in ("judge.json", "judge_pairs.jsonl"):
             (out / name).unlink(missing_ok=True)
-    return {"comparison": comparison, "judge": judged, "output_dir": str(out)}
+    if section.tuned is None:  # audits need the run's own weights, not an endpoint
+        from ayar.eval.forgetting import run_forgetting
+        from ayar.eval.memorisation import run_memorisation
+
+        if section.forgetting.enabled:
+            run_forgetting(run_dir, section.forgetting)
+        if section.memorisation.enabled:
+            run_memorisation(run_dir, section.memorisation)
+    from ayar.eval.report import build_report
+
+    _, html = build_report(run_dir)
+    console.print(f"report: {html}", markup=False)
+    return {"comparison": comparison, "judge": judged, "output_dir": str(out), "report": str(html)}
 
 
 def _judge(section: EvalSection, out: Path, ids, prompts, references, base_replies, tuned_replies) -> dict:

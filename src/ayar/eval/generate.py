@@ -40,6 +40,23 @@ def resolve_target(target: str) -> tuple[str, str | None, str]:
     return target, None, "none"
 
 
+def merged_init_adapter(target: str) -> str | None:
+    """The adapter a run merged into its base before training (``model.init_adapter``, mode merge), if any.
+
+    Such a run's own adapter only makes sense on top of that merged base.
+    """
+    recipe_path = Path(target) / "recipe.yaml"
+    if not recipe_path.is_file():
+        return None
+    from ayar.recipe import load_recipe
+    from ayar.train.reference import adapter_folder
+
+    m = load_recipe(recipe_path).model
+    if m.init_adapter and m.init_adapter_mode == "merge":
+        return str(adapter_folder(m.init_adapter))
+    return None
+
+
 def load_for_inference(target: str, *, dtype: str = "auto", chat_template: str | None = None):
     """Load (model, tokenizer) ready to generate, in eval mode.
 
@@ -56,6 +73,9 @@ def load_for_inference(target: str, *, dtype: str = "auto", chat_template: str |
     if adapter:
         from peft import PeftModel
 
+        init = merged_init_adapter(target)
+        if init:  # a run that started from an earlier run's adapter, merged into the base before training
+            model = PeftModel.from_pretrained(model, init).merge_and_unload()
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()
     return model, tokenizer

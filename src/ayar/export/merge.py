@@ -1,0 +1,143 @@
+"""Merging an adapter into its base and saving the result as a plain Hugging Face model.
+
+The merge runs in fp32 (``W' = W + scale * B A`` for LoRA; DoRA also rescales each
+column to its learned magnitude, Liu et al. 2024), and only the merged weights are
+cast to the dtype asked for: merging in bf16 would round the small update ``B A``
+away against the large ``W``. A full fine-tune has nothing to merge; its ``model/``
+folder is loaded and cast the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ayar.chat.templates import end_of_turn_ids
+from ayar.errors import AyarError
+from ayar.export.source import RunSource
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def load_adapted(source: RunSource):
+    """Load the run's model in fp32 on the CPU, in eval mode, with its tokenizer.
+
+    Returns:
+        ``(model, tokenizer)``: a ``PeftModel`` (base + unmerged adapter) for an adapter
+        run, the fine-tuned model for a full run. The tokenizer is the one saved in the
+        run (it carries the chat template training used). A quantised (QLoRA) run is
+        loaded on its unquantised base: merging into 4-bit weights is not meaningful.
+    """
+    from ayar.model.load import load_model
+
+    if not source.is_adapter:
+        model = load_model(str(source.weights_dir), dtype=torch.float32).eval()
+        return model, run_tokenizer(source.weights_dir, model.config)
+    from peft import PeftModel
+
+    base = load_model(source.base, dtype=torch.float32, revision=source.base_revision)
+    tokenizer = run_tokenizer(source.weights_dir, base.config)
+    return PeftModel.from_pretrained(base, str(source.weights_dir)).eval(), tokenizer
+
+
+def run_tokenizer(folder: Path, config):
+    """The tokenizer saved in the run, loaded as the tokenizer class of the model ``config`` describes.
+
+    An adapter folder has no ``config.json``, and transformers picks some tokenizer
+    classes by model type (a Qwen2 model gets Qwen's digit-splitting pre-tokenizer);
+    passing the base config makes the tokenizer behave as it did in training and as
+    it will beside the merged weights.
+
+    Raises:
+        AyarError: the folder holds no loadable tokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), config=config)
+    except (OSError, ValueError) as exc:
+        raise AyarError(f"{folder}: cannot load the run's tokenizer: {exc}") from None
+
+
+def merge(model):
+    """Fold an unmerged adapter into the base weights; a plain model is returned as it is.
+
+    Raises:
+        AyarError: the merge produced NaN or infinite weights (``safe_merge`` checks it).
+    """
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        return model
+    try:
+        return model.merge_and_unload(safe_merge=True)
+    except ValueError as exc:  # peft raises ValueError on non-finite merged weights
+        raise AyarError(f"merging the adapter failed: {exc}") from None
+
+
+def export_dtype(name: str, base_config=None) -> torch.dtype:
+    """The dtype to save merged weights in: ``auto`` is the one the base's config declares (fp32 if none).
+
+    Args:
+        name: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        base_config: the base model's config as read from its ``config.json`` (needed for ``auto``).
+
+    Raises:
+        AyarError: an unknown name.
+    """
+    if name == "auto":
+        declared = getattr(base_config, "dtype", None) or getattr(base_config, "torch_dtype", None)
+        if isinstance(declared, str):
+            declared = getattr(torch, declared, None)
+        return declared if declared in DTYPES.values() else torch.float32
+    if name not in DTYPES:
+        raise AyarError(f"--dtype: {name!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return next(k for k, v in DTYPES.items() if v == dtype)
+
+
+def stop_generation_config(model, tokenizer):
+    """The model's generation config with every end-of-turn token as a stop token.
+
+    ``eos_token_id`` becomes a list holding the base's EOS ids and
+    :func:`ayar.chat.templates.end_of_turn_ids` (a ChatML model ends a turn with
+    ``<|im_end|>``, which is not always the tokenizer's EOS), so ``generate`` and
+    servers that read ``generation_config.json`` stop where the chat template does.
+    """
+    config = model.generation_config
+    declared = config.eos_token_id
+    eos = [declared] if isinstance(declared, int) else list(declared or [])
+    for token_id in end_of_turn_ids(tokenizer):
+        if token_id not in eos:
+            eos.append(token_id)
+    config.eos_token_id = eos
+    config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.bos_token_id is not None:
+        config.bos_token_id = tokenizer.bos_token_id
+    return config
+
+
+def save_merged(model, tokenizer, folder: str | Path, dtype: torch.dtype, *, max_shard_size: str = "5GB") -> Path:
+    """Cast ``model`` to ``dtype`` (in place) and save it with its tokenizer as a Hugging Face folder.
+
+    Args:
+        model: a merged (plain) model, fp32.
+        tokenizer: saved beside it with its chat template.
+        folder: the destination; created if needed.
+        dtype: the weights' dtype on disk (``config.json`` records it).
+        max_shard_size: largest safetensors shard; bigger models are split with an index file.
+
+    Returns:
+        The folder, loadable with ``AutoModelForCausalLM.from_pretrained``.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config = stop_generation_config(model, tokenizer)
+    model.to(dtype)
+    model.save_pretrained(out, safe_serialization=True, max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(out)
+    return out
