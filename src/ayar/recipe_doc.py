@@ -8,6 +8,7 @@ copy identical to :func:`reference_markdown`.
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
 import yaml
@@ -69,17 +70,42 @@ def _type_name(field) -> str:
     return text.replace("Literal", "one of ").replace("NoneType", "null")
 
 
+def _section_model(annotation) -> type[BaseModel] | None:
+    """The section class of ``Section`` or ``Section | None`` (None for plain values)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], BaseModel):
+        return members[0]
+    return None
+
+
+def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+    """Table rows for a section's fields, nested sections expanded with dotted keys."""
+    rows = []
+    for sub, subfield in model.model_fields.items():
+        nested = _section_model(subfield.annotation)
+        if nested is not None:
+            rows.append(f"| `{prefix}.{sub}` | {'`null`' if subfield.default is None else 'section'} | "
+                        f"{subfield.description} |")
+            rows += _rows(nested, f"{prefix}.{sub}")
+            continue
+        default = "required" if subfield.is_required() else f"`{json.dumps(_default(subfield, ''))}`"
+        rows.append(f"| `{prefix}.{sub}` | {default} | {subfield.description} |")
+    return rows
+
+
 def reference_markdown() -> str:
-    """The recipe reference as a Markdown table per section."""
+    """The recipe reference as a Markdown table per section (optional sections included)."""
     out = []
     for name, field in _sections():
-        if _is_section(field):
-            out.append(f"**`{name}`** — {field.description}\n")
+        model = _section_model(field.annotation)
+        if model is not None:
+            optional = "" if _is_section(field) else " Optional (null: not used)."
+            out.append(f"**`{name}`** — {field.description}{optional}\n")
             out.append("| key | default | meaning |")
             out.append("| --- | --- | --- |")
-            for sub, subfield in field.annotation.model_fields.items():
-                default = "required" if subfield.is_required() else f"`{json.dumps(_default(subfield, ''))}`"
-                out.append(f"| `{name}.{sub}` | {default} | {subfield.description} |")
+            out += _rows(model, name)
             out.append("")
         else:
             default = "required" if field.is_required() else f"`{json.dumps(_default(field, ''))}`"

@@ -36,8 +36,13 @@ def load_adapted(source: RunSource):
         return model, run_tokenizer(source.weights_dir, model.config)
     from peft import PeftModel
 
+    from ayar.eval.generate import merged_init_adapter
+
     base = load_model(source.base, dtype=torch.float32, revision=source.base_revision)
     tokenizer = run_tokenizer(source.weights_dir, base.config)
+    init = merged_init_adapter(str(source.run_dir))
+    if init:  # the run trained on top of an earlier adapter merged into the base (e.g. DPO after SFT)
+        base = PeftModel.from_pretrained(base, init).merge_and_unload()
     return PeftModel.from_pretrained(base, str(source.weights_dir)).eval(), tokenizer
 
 

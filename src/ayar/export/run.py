@@ -97,6 +97,13 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
     """
     source = read_run(run_dir)
     formats = _check_request(source, formats, dtype, gguf_types, verify, extra_adapters)
+    from ayar.eval.generate import merged_init_adapter
+
+    chained = merged_init_adapter(str(source.run_dir))
+    if chained and {"adapter", "vllm"} & set(formats):
+        raise AyarError(f"{source.run_dir} trained its adapter on a base with {chained} merged in "
+                        "(model.init_adapter); the adapter alone does not reproduce it. Export --format merged "
+                        "or gguf, which include both")
     out = Path(out_dir) if out_dir is not None else source.run_dir / "export"
     existing = [str(out / f) for f in formats if (out / f).exists()]
     if existing and not overwrite:
