@@ -42,15 +42,20 @@ def pretrain_recipe(steps: int) -> dict:
     }
 
 
-def sft_recipe(epochs: float) -> dict:
+def sft_recipe(epochs: float, n_eval: int) -> dict:
+    """LoRA SFT on the product task plus the redacted support tickets (which carry the canaries)."""
     return {
         "model": {"path": "../runs/pretrain/model"},
-        "data": {"train": "../data/train.jsonl", "val": "../data/val.jsonl", "max_length": 256},
+        "data": {"train": "../data/sft_train.jsonl", "val": "../data/val.jsonl", "max_length": 256},
         "method": "sft",
         "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
         "train": {"learning_rate": 5e-3, "epochs": epochs, "micro_batch_size": 16, "warmup_ratio": 0.05,
                   "eval_every": 50, "log_every": 10},
         "output_dir": "../runs/sft",
+        "eval": {"data": "../data/test.jsonl", "n": n_eval, "metrics": ["json", "classification", "exact_match"],
+                 "json_fields": ["category", "tags"], "label_field": "category",
+                 "generation": {"max_new_tokens": 48, "batch_size": 50},
+                 "memorisation": {"canaries": "../data/tickets_prepared/manifest.json"}},
     }
 
 
@@ -61,6 +66,7 @@ def prepare_recipe() -> dict:
         "data": {"train": "../data/tickets_prepared/train.jsonl"},
         "prepare": {"sources": [{"path": "../data/tickets_raw.jsonl"}], "on_error": "skip",
                     "pii": {"default_operator": "mask"}, "dedup": {"exact": True, "near": True, "threshold": 0.8},
+                    "canaries": {"count": 5, "repeats": 10},
                     "output_dir": "../data/tickets_prepared"},
     }
 
@@ -80,20 +86,34 @@ def run_prepare_stage(out: Path, seed: int) -> dict:
     return summary
 
 
-def evaluate_products(target: str, records: list[dict]) -> tuple[dict, list[str]]:
-    """Greedy replies of ``target`` on held-out product records, scored as JSON."""
-    from ayar.eval.generate import generate, load_for_inference
-    from ayar.eval.structured import structured_scores
+def run_style_stage(out: Path, seed: int, n_eval: int, n_pairs: int = 1200) -> dict:
+    """SFT on support replies in both registers, DPO after it, ORPO from the base; formal share before/after."""
+    from ayar.demo import style
+    from ayar.recipe import load_recipe
+    from ayar.train.run import train_from_recipe
 
-    model, tokenizer = load_for_inference(target)
-    prompts = [r["messages"][:-1] for r in records]
-    replies = generate(model, tokenizer, prompts, max_new_tokens=48, batch_size=50)
-    references = [r["messages"][-1]["content"] for r in records]
-    return structured_scores(replies, references, ["category", "tags"]), replies
+    splits = style.style_data(out, seed, n_pairs)
+    console.print(f"{len(splits['train'])} preference pairs (formal chosen, informal rejected), "
+                  f"{len(splits['test'])} held out; SFT replies: a 50/50 mix of both registers", markup=False)
+    for name in ("sft", "dpo", "orpo"):
+        path = _write_recipe(out / "recipes" / f"support-{name}.yaml", getattr(style, f"{name}_recipe")())
+        train_from_recipe(load_recipe(path), overwrite=True)
+    prompts = [p["prompt"] for p in splits["test"][:n_eval]]
+    runs = {"base": out / "runs" / "pretrain" / "model", "sft": out / "runs" / "support-sft",
+            "dpo": out / "runs" / "support-dpo", "orpo": out / "runs" / "support-orpo"}
+    shares, examples = {}, {}
+    for name, target in runs.items():
+        shares[name], examples[name] = style.formal_share(str(target), prompts)
+    result = {"formal_share": {k: v["formal_share"] for k, v in shares.items()},
+              "informal_share": {k: v["informal_share"] for k, v in shares.items()},
+              "held_out_pairs": {k: style.final_eval(runs[k]) for k in ("dpo", "orpo")},
+              "n": len(prompts),
+              "examples": [{"prompt": p, **{k: examples[k][i] for k in runs}} for i, p in enumerate(prompts[:3])]}
+    return result
 
 
 def run_demo(out: str | Path = "demo_out", *, pretrain_steps: int = 350, sft_epochs: float = 3.0,
-             n_eval: int = 200, seed: int = 0) -> dict:
+             n_eval: int = 200, style_pairs: int = 1200, seed: int = 0) -> dict:
     """Run the whole demo under ``out`` (replacing an earlier demo there) and return the results."""
     from ayar.model.tiny import build_tiny_model
     from ayar.recipe import load_recipe
@@ -124,35 +144,91 @@ def run_demo(out: str | Path = "demo_out", *, pretrain_steps: int = 350, sft_epo
     pre = _write_recipe(out / "recipes" / "pretrain.yaml", pretrain_recipe(pretrain_steps))
     train_from_recipe(load_recipe(pre), overwrite=True)
 
-    console.rule("4. SFT with LoRA on the product task")
-    sft = _write_recipe(out / "recipes" / "sft.yaml", sft_recipe(sft_epochs))
+    console.rule("4. SFT with LoRA on the product task and the redacted support tickets")
+    tickets = [json.loads(line) for line in
+               (out / "data" / "tickets_prepared" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    write_jsonl(out / "data" / "sft_train.jsonl", splits["train"] + tickets)
+    sft = _write_recipe(out / "recipes" / "sft.yaml", sft_recipe(sft_epochs, n_eval))
     train_from_recipe(load_recipe(sft), overwrite=True)
 
-    console.rule(f"5. base vs tuned on {n_eval} held-out products (greedy)")
-    test = splits["test"][:n_eval]
-    base_scores, base_replies = evaluate_products(str(out / "runs" / "pretrain" / "model"), test)
-    tuned_scores, tuned_replies = evaluate_products(str(out / "runs" / "sft"), test)
-    results = {"base": base_scores, "tuned": tuned_scores, "n_eval": len(test),
+    console.rule(f"5. ayar eval: base vs tuned on {n_eval} held-out products, forgetting and memorisation audits")
+    from ayar.eval.compare import evaluate_run, print_comparison
+
+    evaluation = evaluate_run(out / "runs" / "sft")
+    print_comparison(evaluation)
+
+    console.rule("6. style: SFT on mixed-register support replies, then DPO (and ORPO from the base) for 'siz'")
+    style = run_style_stage(out, seed, n_eval, style_pairs)
+
+    console.rule("7. report")
+    report = write_demo_report(out, evaluation, style)
+    console.rule("8. export: merged safetensors + GGUF (q8_0) with an Ollama Modelfile, both verified")
+    from ayar.export.run import export_for_serving
+
+    exports, serve_text = export_for_serving(out / "runs" / "sft")
+    results = {"exports": {r.format: str(r.folder) for r in exports}, "how_to_serve": serve_text,
+               "products": {row["name"]: {k: row[k] for k in ("base", "tuned", "diff", "ci95")}
+                            for row in evaluation["comparison"]["metrics"]},
+               "n_eval": evaluation["comparison"]["n"], "style": style,
+               "memorisation": report["memorisation"], "forgetting": report["forgetting"],
                "prepare": {k: prepared[k] for k in ("counts", "pii") if k in prepared},
-               "seconds": round(time.perf_counter() - start, 1),
-               "examples": [{"prompt": r["messages"][1]["content"], "expected": r["messages"][2]["content"],
-                             "base": b, "tuned": t} for r, b, t in list(zip(test, base_replies, tuned_replies, strict=True))[:5]]}
+               "report": str(out / "runs" / "sft" / "report.html"),
+               "seconds": round(time.perf_counter() - start, 1)}
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     _print_results(results)
     return results
 
 
+def write_demo_report(out: Path, evaluation: dict, style: dict) -> dict:
+    """Add the style stage to the SFT run's eval folder and build its report; returns report.json's figures."""
+    from ayar.eval.report import build_report
+    from ayar.govern.manifest import write_json_atomic
+
+    run = out / "runs" / "sft"
+    write_json_atomic(run / "eval" / "preference.json", {
+        "n_pairs": style["n"], "note": "held-out formal/informal support pairs; base = the SFT model each started "
+        "from (DPO) or the pretrained base (ORPO)",
+        "base": {"formal_share_sft": style["formal_share"]["sft"], "formal_share_base": style["formal_share"]["base"]},
+        "tuned": {"formal_share_dpo": style["formal_share"]["dpo"], "formal_share_orpo": style["formal_share"]["orpo"],
+                  **{f"{k}_{m}": v for m, d in style["held_out_pairs"].items() for k, v in d.items()}}})
+    write_json_atomic(run / "eval" / "style.json", {k: style[k] for k in ("formal_share", "informal_share", "n")})
+    json_path, html_path = build_report(run)
+    console.print(f"report: {html_path}", markup=False)
+    figures = json.loads(json_path.read_text(encoding="utf-8"))
+    memorisation = json.loads((run / "eval" / "memorisation.json").read_text(encoding="utf-8"))
+    forgetting = json.loads((run / "eval" / "forgetting.json").read_text(encoding="utf-8"))
+    return {"figures": figures, "memorisation": memorisation, "forgetting": forgetting}
+
+
 def _print_results(results: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"held-out products (n={results['n_eval']})")
-    table.add_column("metric")
-    table.add_column("base", justify="right")
-    table.add_column("tuned", justify="right")
-    for key in results["base"]:
-        table.add_row(key, f"{results['base'][key]:.1%}", f"{results['tuned'][key]:.1%}")
+    products = results["products"]
+    for key, label in (("json_parse_rate", "JSON validity"), ("field_accuracy[category]", "category accuracy")):
+        row = products.get(key)
+        if row and row["base"] is not None:
+            ci = f" (95% CI of the difference {row['ci95'][0]:+.1%} .. {row['ci95'][1]:+.1%})" if row["ci95"] else ""
+            console.print(f"products, {label}: base {row['base']:.1%} -> tuned {row['tuned']:.1%}{ci}", markup=False)
+    canaries = results["memorisation"].get("canaries") or {}
+    membership = results["memorisation"].get("membership") or {}
+    if canaries:
+        console.print(f"canaries in the ticket data: mean exposure {canaries['mean']:.1f} bits, max "
+                      f"{canaries['max']:.1f} (chance ~{canaries['chance_level']:.0f}, at most "
+                      f"{canaries['candidate_space_log2']:.1f}); membership AUC loss {membership.get('loss_auc', 0):.2f}, "
+                      f"Min-K% {membership.get('min_k_auc', 0):.2f} (0.5 = no signal)", markup=False)
+    f = results["forgetting"]
+    console.print(f"general-text perplexity base {f['base_ppl']:.1f} -> tuned {f['tuned_ppl']:.1f} "
+                  f"({f['relative_change']:+.1%}{', FLAGGED' if f['flag'] else ''})", markup=False)
+    style = results["style"]
+    table = Table(title=f"support replies to {style['n']} held-out questions (greedy)")
+    for column in ("model", "formal (siz)", "informal (sen)", "held-out reward accuracy", "margin"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    labels = {"base": "base (pretrained)", "sft": "SFT, mixed registers", "dpo": "SFT + DPO", "orpo": "ORPO from base"}
+    for key, label in labels.items():
+        pairs = style["held_out_pairs"].get(key)
+        table.add_row(label, f"{style['formal_share'][key]:.1%}", f"{style['informal_share'][key]:.1%}",
+                      f"{pairs['reward_accuracy']:.1%}" if pairs else "-", f"{pairs['margin']:.3f}" if pairs else "-")
     console.print(table)
-    ex = results["examples"][0]
-    console.print(f"prompt:   {ex['prompt']!r}\nexpected: {ex['expected']}\nbase:     {ex['base'][:120]!r}\n"
-                  f"tuned:    {ex['tuned']}")
+    console.print(f"report: {results['report']}", markup=False)
+    console.print("serve the tuned model:\n" + results["how_to_serve"], markup=False)
     console.print(f"demo finished in {results['seconds']:.0f} s; system prompt used: {SYSTEM!r}")
