@@ -292,3 +292,20 @@ def test_dpo_starts_from_an_sft_run(support, tmp_path):
         _recipe(root, model_path, "dpo", model={"init_adapter": str(tmp_path / "sft"),
                                                 "init_adapter_mode": "continue"},
                 preference={"reference": "adapter_disabled"})
+
+
+def test_full_fine_tuning_dpo_copy_reference_equals_precomputed(support, tmp_path):
+    """Full fine-tuning: a frozen copy as reference (auto), or the model's step-0 log-probs precomputed."""
+    from ayar.train.run import train_from_recipe
+
+    root, model_path, _ = support
+    histories = {}
+    for name, pref in (("copy", {}), ("precompute", {"reference": "precompute", "cache_dir": str(tmp_path / "c")})):
+        recipe = _recipe(root, model_path, "dpo", adapter={"type": "full"},
+                         train={"max_steps": 4, "learning_rate": 1e-3, "log_every": 1, "eval_every": 4},
+                         preference=pref, output_dir=str(tmp_path / name))
+        histories[name] = train_from_recipe(recipe).result.history
+    assert abs(histories["copy"][0]["loss"] - math.log(2)) < 1e-6
+    for a, b in zip(histories["copy"], histories["precompute"], strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-5 and abs(a["rewards/margins"] - b["rewards/margins"]) < 1e-5
+    assert histories["copy"][-1]["loss"] < histories["copy"][0]["loss"]
