@@ -309,3 +309,23 @@ def test_full_fine_tuning_dpo_copy_reference_equals_precomputed(support, tmp_pat
     for a, b in zip(histories["copy"], histories["precompute"], strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-5 and abs(a["rewards/margins"] - b["rewards/margins"]) < 1e-5
     assert histories["copy"][-1]["loss"] < histories["copy"][0]["loss"]
+
+
+def test_ayar_eval_on_heldout_pairs_reports_the_training_reward_accuracy(support, tmp_path):
+    """`ayar eval RUN --data pairs.jsonl` scores held-out pairs with the run's own objective: the same
+    reward accuracy and margin the training loop logged on the same pairs at its last evaluation."""
+    from ayar.eval.compare import evaluate_run, section_for_run
+    from ayar.train.run import train_from_recipe
+
+    root, model_path, _ = support
+    recipe = _recipe(root, model_path, "dpo", train={"max_steps": 10, "eval_every": 10},
+                     output_dir=str(tmp_path / "dpo"))
+    train_from_recipe(recipe)
+    logged, margin = _heldout_accuracy(tmp_path / "dpo")
+    result = evaluate_run(tmp_path / "dpo", section_for_run(tmp_path / "dpo", data=root / "val.jsonl"))
+    scores = json.loads((tmp_path / "dpo" / "eval" / "preference.json").read_text())
+    assert scores == result["preference"] and scores["n_pairs"] == 48
+    assert abs(scores["tuned"]["reward_accuracy"] - logged) < 1e-9
+    assert abs(scores["tuned"]["margin"] - margin) < 1e-5
+    assert scores["tuned"]["prefers_chosen"] > scores["base"]["prefers_chosen"]
+    assert (tmp_path / "dpo" / "report.html").is_file()

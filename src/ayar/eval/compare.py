@@ -241,6 +241,16 @@ def evaluate_run(run_dir: str | Path, section: EvalSection | None = None) -> dic
     section = (section or section_for_run(run_dir)).resolved(Path.cwd())
     out = run_dir / "eval"
     data = Path(section.data) if section.data else default_data(recipe)
+    from ayar.eval.preference import is_preference_file, preference_scores
+
+    if is_preference_file(data):  # held-out pairs: reward accuracy and margin instead of generation
+        console.print(f"scoring preference pairs from {data}", markup=False)
+        scores = preference_scores(run_dir, data, n=section.n)
+        write_json_atomic(out / "preference.json", scores)
+        from ayar.eval.report import build_report
+
+        _, html = build_report(run_dir)
+        return {"preference": scores, "output_dir": str(out), "report": str(html)}
     examples = load_examples(data, section.n)
     shots, shot_ids = few_shot_turns(section.few_shot_data or recipe.data.train, section.few_shot, section.seed)
     base_target, tuned_target = resolve_targets(run_dir, section, recipe)
@@ -352,6 +362,13 @@ def print_comparison(result: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    if "preference" in result:
+        p = result["preference"]
+        console.print(f"{p['n_pairs']} held-out pairs ({p['rewards']}): tuned reward accuracy "
+                      f"{p['tuned']['reward_accuracy']:.1%}, margin {p['tuned']['margin']:.3f}; prefers the chosen "
+                      f"reply: base {p['base']['prefers_chosen']:.1%} -> tuned {p['tuned']['prefers_chosen']:.1%}; "
+                      f"wrote {result['output_dir']}/preference.json and {result['report']}", markup=False)
+        return
     comparison, judged = result["comparison"], result["judge"]
     table = Table(title=escape(f"{comparison['dataset']} (n={comparison['n']})"))
     for column in ("metric", "base", "tuned", "tuned - base", "95% CI"):
