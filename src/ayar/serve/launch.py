@@ -116,6 +116,14 @@ def build(options: ServeOptions):
     # A run's adapter folder carries the tokenizer (and chat template) it was trained with.
     tokenizer = load_tokenizer(run_adapter or base)
     model = load_model(base, dtype=dtype, device=device, quantization=quantization).eval()
+    from ayar.eval.generate import merged_init_adapter
+
+    init = merged_init_adapter(options.target) if run_adapter is not None else None
+    if init:  # the run's adapter was trained on the base with an earlier adapter merged in (e.g. DPO after SFT)
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, init).merge_and_unload().eval()
+        base_name = f"{base_name}@{served_name(str(Path(init).parent if Path(init).name == 'adapter' else init))}"
 
     host = ModelHost(model, tokenizer, base_name, ab_log=options.ab_log if routes else None)
     try:
