@@ -50,7 +50,7 @@ def sft_recipe(epochs: float, n_eval: int) -> dict:
         "method": "sft",
         "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
         "train": {"learning_rate": 5e-3, "epochs": epochs, "micro_batch_size": 16, "warmup_ratio": 0.05,
-                  "eval_every": 50, "log_every": 10},
+                  "eval_every": 50, "log_every": 10, "group_by_length": True},
         "output_dir": "../runs/sft",
         "eval": {"data": "../data/test.jsonl", "n": n_eval, "metrics": ["json", "classification", "exact_match"],
                  "json_fields": ["category", "tags"], "label_field": "category",
