@@ -324,18 +324,21 @@ def precompute_reference(objective, policy: nn.Module, example_sets: Sequence[Se
     tensors = {}
     autocast = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
     for i, examples in enumerate(example_sets):
-        first, second = [], []
-        for start in range(0, len(examples), batch_size):
-            batch = {k: v.to(device) for k, v in objective.collate(examples[start:start + batch_size], pad_id).items()}
+        # longest first, so each batch holds rows of similar length (little padding); results go back in order
+        order = sorted(range(len(examples)), key=lambda j: -len(examples[j].input_ids))
+        first, second = [0.0] * len(examples), [0.0] * len(examples)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in objective.collate([examples[j] for j in chunk], pad_id).items()}
             with autocast:
                 refs = objective.reference_rows(policy, batch)
             if isinstance(refs, tuple):  # KTO: completion rows and KL rows
-                first += refs[0].double().tolist()
-                second += refs[1].double().tolist()
+                a, b = refs[0].double().tolist(), refs[1].double().tolist()
             else:
                 n = batch["weight"].shape[0]
-                first += refs[:n].double().tolist()
-                second += refs[n:].double().tolist()
+                a, b = refs[:n].double().tolist(), refs[n:].double().tolist()
+            for j, x, y in zip(chunk, a, b, strict=True):
+                first[j], second[j] = x, y
         _assign(examples, first, second)
         tensors[f"set{i}_a"] = torch.tensor(first, dtype=torch.float64)
         tensors[f"set{i}_b"] = torch.tensor(second, dtype=torch.float64)
