@@ -329,3 +329,19 @@ def test_ayar_eval_on_heldout_pairs_reports_the_training_reward_accuracy(support
     assert abs(scores["tuned"]["margin"] - margin) < 1e-5
     assert scores["tuned"]["prefers_chosen"] > scores["base"]["prefers_chosen"]
     assert (tmp_path / "dpo" / "report.html").is_file()
+
+
+def test_full_fine_tuning_with_a_4bit_reference(support, tmp_path):
+    """reference: copy with reference_quantization nf4 loads a 4-bit frozen base: it is a different model
+    (first loss not exactly ln 2) but close to the policy, and training proceeds."""
+    pytest.importorskip("bitsandbytes")
+    from ayar.train.run import train_from_recipe
+
+    root, model_path, _ = support
+    recipe = _recipe(root, model_path, "dpo", adapter={"type": "full"},
+                     train={"max_steps": 4, "learning_rate": 1e-3, "log_every": 1, "eval_every": 4},
+                     preference={"reference": "copy", "reference_quantization": "nf4"}, output_dir=str(tmp_path / "q"))
+    history = train_from_recipe(recipe).result.history
+    first = history[0]["loss"]
+    assert 1e-6 < abs(first - math.log(2)) < 0.05, first
+    assert history[-1]["loss"] < first
