@@ -269,6 +269,8 @@ class Recipe(Section):
             raise ValueError("preference.reference adapter_disabled would make the base (not the init_adapter "
                              "model) the reference when continuing an adapter; use precompute, or "
                              "model.init_adapter_mode merge")
+        if self.dpo is not None and self.dpo.label_smoothing and self.dpo.loss in ("hinge", "ipo"):
+            raise ValueError(f"dpo.label_smoothing applies to the sigmoid and robust losses, not {self.dpo.loss}")
         if self.preference.reference_quantization != "none" and self.preference.reference != "copy":
             raise ValueError("preference.reference_quantization applies to reference: copy only")
         return self

@@ -73,6 +73,16 @@ def test_orpo_by_hand():
     _close(out.rejected_rewards[0], -0.375)
 
 
+def test_orpo_stays_finite_when_every_token_is_certain():
+    # in fp32 a log-prob can be exactly 0; log(1 - exp(0)) would be -inf and the gradient NaN
+    chosen = torch.tensor([0.0], requires_grad=True)
+    out = orpo(SeqLogps(chosen, torch.tensor([-3.0]), torch.tensor([2]), torch.tensor([2])), beta=0.1)
+    out.losses.sum().backward()
+    assert torch.isfinite(out.losses).all() and torch.isfinite(chosen.grad).all()
+    out = orpo(SeqLogps(torch.tensor([-3.0]), torch.tensor([0.0]), torch.tensor([2]), torch.tensor([2])), beta=0.1)
+    assert torch.isfinite(out.losses).all()
+
+
 def test_cpo_by_hand():
     # reference-free: beta * (-2 - (-3)) = 0.5 -> 0.474077; rewards beta * summed log-probs
     out = cpo(POLICY, beta=0.5)
@@ -113,6 +123,9 @@ def test_a_misspelt_loss_fails_when_the_recipe_loads():
     with pytest.raises(RecipeError, match="dpo.loss"):
         validate_recipe({"model": {"path": "m"}, "data": {"train": "t.jsonl"}, "method": "dpo",
                          "dpo": {"loss": "sigmod"}})
+    with pytest.raises(RecipeError, match="label_smoothing applies to the sigmoid and robust"):
+        validate_recipe({"model": {"path": "m"}, "data": {"train": "t.jsonl"}, "method": "dpo",
+                         "dpo": {"loss": "hinge", "label_smoothing": 0.1}})
     with pytest.raises(RecipeError, match="method is 'dpo'"):
         validate_recipe({"model": {"path": "m"}, "data": {"train": "t.jsonl"}, "method": "dpo", "kto": {}})
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ayar.demo.support import support_splits
-from ayar.errors import RecipeError
+from ayar.errors import AyarError, RecipeError
 from ayar.recipe import validate_recipe
 from ayar.train.objectives import PairObjective, Reference, make_objective, sequence_logps
 from ayar.train.preference_data import read_kto, read_pairs
@@ -288,6 +288,11 @@ def test_dpo_starts_from_an_sft_run(support, tmp_path):
         history = train_from_recipe(recipe).result.history
         assert abs(history[0]["loss"] - math.log(2)) < 1e-5, (mode, history[0])
         assert history[-1]["loss"] < history[0]["loss"]
+    # a third stage on top of the chained DPO run is refused (its adapter only makes sense on base + SFT)
+    chained = _recipe(root, model_path, "dpo", model={"init_adapter": str(tmp_path / "dpo-merge")},
+                      output_dir=str(tmp_path / "third"))
+    with pytest.raises(AyarError, match="chains of init adapters are not supported"):
+        train_from_recipe(chained)
     with pytest.raises(RecipeError, match="adapter_disabled"):
         _recipe(root, model_path, "dpo", model={"init_adapter": str(tmp_path / "sft"),
                                                 "init_adapter_mode": "continue"},

@@ -53,6 +53,25 @@ def _prefers_chosen(model, objective, pairs, pad_id: int, batch_size: int) -> fl
     return wins / len(pairs)
 
 
+def starting_model(recipe):
+    """The model a run started from, in fp32 and eval mode: ``model.path`` with ``model.init_adapter``
+    merged in, or attached (continue mode), as :func:`ayar.train.reference.start_model` built it."""
+    from peft import PeftModel
+
+    from ayar.model.load import load_model
+    from ayar.train.reference import adapter_folder
+
+    m = recipe.model
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(m.path, dtype=torch.float32, revision=m.revision, trust_remote_code=m.trust_remote_code,
+                       device=device)
+    if m.init_adapter:
+        model = PeftModel.from_pretrained(model, str(adapter_folder(m.init_adapter)))
+        if m.init_adapter_mode == "merge":
+            model = model.merge_and_unload()
+    return model.eval()
+
+
 @torch.no_grad()
 def preference_scores(run_dir: str | Path, pairs_path: str | Path, *, n: int | None = None,
                       batch_size: int = 8) -> dict:
@@ -80,12 +99,14 @@ def preference_scores(run_dir: str | Path, pairs_path: str | Path, *, n: int | N
     pairs = pairs[:n] if n else pairs
     if not pairs:
         raise AyarError(f"{pairs_path}: no usable preference pair ({dict(stats.dropped) or 'empty file'})")
-    adapter = hasattr(model, "disable_adapter")
-    if adapter:
-        reference = Reference("adapter_disabled")
-    else:  # a full fine-tune: the base model it started from
-        base, _ = load_for_inference(recipe.model.path, dtype="fp32")
-        reference = Reference("copy", base)
+    m = recipe.model
+    continuing = bool(m.init_adapter) and m.init_adapter_mode == "continue"
+    start = None
+    if hasattr(model, "disable_adapter") and not continuing:
+        reference = Reference("adapter_disabled")  # the base, with a merged init adapter when there was one
+    else:  # a full fine-tune or a continued adapter: rebuild the model the run started from
+        start = starting_model(recipe)
+        reference = Reference("copy", start)
     if recipe.method in PAIR_LOSSES:
         objective = make_objective(recipe, reference)
         method = recipe.method
@@ -96,11 +117,11 @@ def preference_scores(run_dir: str | Path, pairs_path: str | Path, *, n: int | N
     _, tuned_stats = evaluate(objective.wrap(model), pairs, tokenizer.pad_token_id, batch_size, accelerator, None,
                               objective)
     tuned_prefers = _prefers_chosen(model, objective, pairs, tokenizer.pad_token_id, batch_size)
-    if adapter:
+    if start is None:
         with model.disable_adapter():
             base_prefers = _prefers_chosen(model, objective, pairs, tokenizer.pad_token_id, batch_size)
     else:
-        base_prefers = _prefers_chosen(reference.model, objective, pairs, tokenizer.pad_token_id, batch_size)
+        base_prefers = _prefers_chosen(start, objective, pairs, tokenizer.pad_token_id, batch_size)
     return {
         "dataset": str(pairs_path), "n_pairs": len(pairs), "dropped": dict(stats.dropped), "rewards": method,
         "base": {"prefers_chosen": base_prefers},

@@ -90,8 +90,13 @@ class Reference:
                                           attention_mask.to(device))
             return sums.to(input_ids.device), counts.to(input_ids.device)
         context = policy.disable_adapter() if self.kind == "adapter_disabled" else contextlib.nullcontext()
-        with context:
-            return sequence_logps(policy, input_ids, labels, attention_mask)
+        was_training = policy.training
+        policy.eval()  # no dropout in the reference, as in a frozen copy and in the precompute pass
+        try:
+            with context:
+                return sequence_logps(policy, input_ids, labels, attention_mask)
+        finally:
+            policy.train(was_training)
 
 
 class LMObjective:

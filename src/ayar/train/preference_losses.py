@@ -121,7 +121,8 @@ def orpo(policy: SeqLogps, reference: None = None, beta: float = 0.1, **_) -> Pa
     objective adds the NLL of the chosen reply (registry ``nll_weight`` 1.0).
     Rewards are ``beta * a``.
     """
-    avg_chosen, avg_rejected = (t.float() for t in policy.averages())
+    # a mean log-prob of exactly 0 (every token certain, possible in fp32) would make log(1 - p) infinite
+    avg_chosen, avg_rejected = (t.float().clamp(max=-1e-6) for t in policy.averages())
     log_odds = (avg_chosen - avg_rejected) - (_log1mexp(avg_chosen) - _log1mexp(avg_rejected))
     losses = -beta * F.logsigmoid(log_odds)
     return PairLoss(losses, beta * avg_chosen.detach(), beta * avg_rejected.detach())

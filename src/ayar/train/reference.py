@@ -39,6 +39,14 @@ def start_model(model, recipe):
     if not m.init_adapter:
         return model, False
     folder = adapter_folder(m.init_adapter)
+    earlier = folder.parent / "recipe.yaml"
+    if folder.name == "adapter" and earlier.is_file():
+        from ayar.recipe import load_recipe
+
+        if load_recipe(earlier).model.init_adapter:
+            raise AyarError(f"model.init_adapter: {m.init_adapter} itself started from another adapter; chains of "
+                            "init adapters are not supported. Export that run with `ayar export RUN --format merged` "
+                            "and use the merged folder as model.path")
     if m.init_adapter_mode == "continue":
         return PeftModel.from_pretrained(model, str(folder), is_trainable=True), True
     if m.quantization != "none":

@@ -226,7 +226,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
             path, hit = precompute_reference(
                 make_objective(recipe, reference), model, [train_examples, val_examples],
                 pad_id=tokenizer.pad_token_id, batch_size=recipe.train.micro_batch_size, amp=amp,
-                device=accelerator.device, folder=recipe.preference.cache_dir, key_parts=_reference_key(recipe, amp))
+                device=accelerator.device, folder=recipe.preference.cache_dir, key_parts=_reference_key(recipe, amp, dtype))
             reference_note = f"; reference log-probs {'read from' if hit else 'precomputed into'} {path}"
             reference = None  # training runs no reference forward
         else:
@@ -298,11 +298,15 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     return TrainedRun(result, model, tokenizer, out)
 
 
-def _reference_key(recipe: Recipe, amp) -> dict:
-    """What the precomputed reference log-probs depend on, besides the examples' token ids."""
+def _reference_key(recipe: Recipe, amp, dtype) -> dict:
+    """What the precomputed reference log-probs depend on, besides the examples' token ids.
+
+    A hub id is keyed by its name and ``model.revision``: pin a commit there for a
+    cache that cannot outlive a changed upstream model.
+    """
     m = recipe.model
     continuing = bool(m.init_adapter) and m.init_adapter_mode == "continue"
-    return {"model": files_digest(m.path), "revision": m.revision, "dtype": m.dtype, "quantization": m.quantization,
+    return {"model": files_digest(m.path), "revision": m.revision, "dtype": str(dtype), "quantization": m.quantization,
             "init_adapter": files_digest(adapter_folder(m.init_adapter)) if m.init_adapter else None,
             "init_adapter_mode": m.init_adapter_mode, "adapter": recipe.adapter.type if continuing else None,
             "autocast": str(amp), "method": recipe.method}
