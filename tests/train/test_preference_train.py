@@ -9,9 +9,11 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from test_preference_losses import _trl_self
 
 from ayar.demo.support import support_splits
 from ayar.errors import AyarError, RecipeError
@@ -350,3 +352,93 @@ def test_full_fine_tuning_with_a_4bit_reference(support, tmp_path):
     first = history[0]["loss"]
     assert 1e-6 < abs(first - math.log(2)) < 0.05, first
     assert history[-1]["loss"] < first
+
+
+def _trl_pieces(model, batch, n):
+    """TRL's own log-prob and NLL computations (CPOTrainer.get_batch_logps, cross-entropy over labels) on the
+    tiny model's full logits for the same batch."""
+    from trl.experimental.cpo import CPOTrainer
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"]
+    sums = CPOTrainer.get_batch_logps(logits, labels)
+    means = CPOTrainer.get_batch_logps(logits, labels, average_log_prob=True)
+    nll = torch.nn.functional.cross_entropy(logits[:n, :-1].reshape(-1, logits.shape[-1]), labels[:n, 1:].reshape(-1))
+    return sums, means, nll
+
+
+@pytest.mark.parametrize("method", ["orpo", "cpo", "simpo"])
+def test_reference_free_objectives_equal_trl_on_the_same_batch(support, method):
+    """The whole objective (preference term + chosen NLL with its token normalisation) on one tiny-model
+    batch, against TRL's functions applied to TRL's log-probs of that batch. One deliberate difference:
+    TRL's ORPOTrainer takes the NLL over prompt *and* reply tokens; ayar (as the ORPO paper's L_SFT) over
+    the reply, which is what both sides use here."""
+    from trl.experimental.cpo import CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    root, model_path, tokenizer = support
+    pairs, _ = read_pairs(str(root / "train.jsonl"), tokenizer, 128)
+    recipe = _recipe(root, model_path, method)
+    objective = make_objective(recipe, None)
+    batch = objective.collate(pairs[:6], tokenizer.pad_token_id)
+    model = _lora_model(model_path)
+    with torch.no_grad():
+        terms, _ = objective.wrap(model)(**batch)
+        counts = objective.counts(batch)
+        ours = sum(float(terms[k]) / counts[k] for k in terms)
+        sums, means, nll = _trl_pieces(model, batch, 6)
+    cfg = recipe.method_config()
+    if method == "orpo":
+        losses = ORPOTrainer.odds_ratio_loss(_trl_self(beta=cfg.beta), means[:6], means[6:])[0]
+        expected = cfg.nll_weight * nll - losses.mean()
+    else:
+        trl_self = _trl_self(beta=cfg.beta, loss_type="simpo" if method == "simpo" else "sigmoid",
+                             simpo_gamma=getattr(cfg, "gamma", 0.0), alpha=0.0, label_smoothing=cfg.label_smoothing)
+        logps = means if method == "simpo" else sums
+        expected = CPOTrainer.cpo_loss(trl_self, logps[:6], logps[6:])[0].mean() + cfg.nll_weight * nll
+    assert abs(ours - float(expected)) < 1e-5 * max(1.0, abs(float(expected))), (method, ours, float(expected))
+
+
+def test_kto_objective_equals_trl_on_the_same_batch(support, tmp_path):
+    """KTO on one tiny-model batch (unbalanced 5/3): ayar's objective against KTOTrainer._compute_loss fed with
+    per-token log-probs of the same rows (policy, mismatched KL rows, and the adapter-disabled reference)."""
+    from trl import KTOTrainer
+
+    root, model_path, tokenizer = support
+    rows = [{"prompt": p["prompt"], "completion": p["chosen"], "label": True} for p in SPLITS["train"][:5]]
+    rows += [{"prompt": p["prompt"], "completion": p["rejected"], "label": False} for p in SPLITS["train"][5:8]]
+    write_jsonl(tmp_path / "kto.jsonl", rows)
+    items, _ = read_kto(str(tmp_path / "kto.jsonl"), tokenizer, 128, seed=1)
+    recipe = _recipe(root, model_path, "kto", kto={"undesirable_weight": 2.0})
+    objective = make_objective(recipe, Reference("adapter_disabled"))
+    batch = objective.collate(items, tokenizer.pad_token_id)
+    model = _lora_model(model_path)
+    model.eval()
+
+    def per_token(ids, labels, mask):
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        targets = labels[:, 1:]
+        logps = torch.log_softmax(logits.float(), -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return logps * targets.ne(-100)
+
+    with torch.no_grad():
+        terms, _ = objective.wrap(model)(**batch)
+        ours = float(terms["examples"]) / len(items)
+        policy = per_token(batch["input_ids"], batch["labels"], batch["attention_mask"])
+        kl_rows = (batch["kl_input_ids"], batch["kl_labels"], batch["kl_attention_mask"])
+        policy_kl = per_token(*kl_rows).sum(-1)
+        with model.disable_adapter():
+            reference = per_token(batch["input_ids"], batch["labels"], batch["attention_mask"]).sum(-1)
+            reference_kl = per_token(*kl_rows).sum(-1)
+
+    def trl_model(**kwargs):
+        zeros = torch.zeros_like(policy)
+        return SimpleNamespace(log_probs=policy, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool())
+
+    trl_self = _trl_self(beta=0.1, loss_type="kto", desirable_weight=1.0, undesirable_weight=2.0,
+                         _compute_kl_logps=lambda model, b: policy_kl)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+              "completion_mask": batch["labels"].ne(-100).long(), "label": batch["desirable"],
+              "ref_logps": reference, "ref_KL_logps": reference_kl}
+    expected = float(KTOTrainer._compute_loss(trl_self, trl_model, inputs, return_outputs=False))
+    assert abs(ours - expected) < 1e-6, (ours, expected)
