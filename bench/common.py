@@ -163,3 +163,37 @@ def build_data(model_path: Path, *, steps: int, batch_size: int, max_length: int
     batches = [next(stream) for _ in range(steps)]
     return BenchData([e.input_ids for e in encoded], [e.labels for e in encoded], batches,
                      tokenizer.pad_token_id)
+
+
+# ----------------------------------------------------------------------------- shared by the benchmarks
+
+# The adapter every benchmark trains, for ayar (recipe) and for TRL (peft config).
+LORA = {"r": 16, "alpha": 32.0, "dropout": 0.0, "target_modules": "all-linear"}
+
+
+def lora_config():
+    """Field for field what ayar.model.adapters.attach_adapter builds from a recipe adapter section = LORA."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                      target_modules=LORA["target_modules"], task_type="CAUSAL_LM")
+
+
+def rss_mib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def precision_for_this_cpu(requested: str) -> str:
+    """``auto``: bf16 on CPUs with AMX or AVX512-BF16, else fp32."""
+    if requested != "auto":
+        return requested
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return "bf16" if "amx_bf16" in flags or "avx512_bf16" in flags else "fp32"

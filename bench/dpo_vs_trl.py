@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shlex
 import shutil
 import subprocess
@@ -46,9 +45,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import LEXICON_SEED, TextSource, model_dir  # noqa: E402
+from common import (  # noqa: E402
+    LEXICON_SEED,
+    LORA,
+    TextSource,
+    lora_config,
+    model_dir,
+    peak_rss_mib,
+    precision_for_this_cpu,
+    rss_mib,
+)
 
-LORA = {"r": 16, "alpha": 32.0, "dropout": 0.0, "target_modules": "all-linear"}
 RUNS = {  # run name -> (framework, reference mode)
     "ayar precompute": ("ayar", "precompute"),
     "ayar on the fly": ("ayar", "adapter_disabled"),
@@ -130,16 +137,6 @@ def step_tokens(pairs: list[dict], batch: list[int]) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- child side
 
-def _rss_mib() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
 def ayar_recipe(spec: dict, reference: str) -> dict:
     """The recipe of an ayar run: the same settings as the TRL run, field for field."""
     out = Path(spec["workdir"], f"ayar-{reference}")
@@ -170,7 +167,7 @@ def run_ayar(spec: dict, reference: str) -> dict:
 
     @contextmanager
     def clocked_progress(name):  # entered right before fit: after model load, adapter and precompute
-        marks["rss_before_train_mib"] = _rss_mib()
+        marks["rss_before_train_mib"] = rss_mib()
         with show_progress(name) as update:
             def tick(step, total, record):
                 wall.append(time.perf_counter())
@@ -197,14 +194,6 @@ def run_ayar(spec: dict, reference: str) -> dict:
             "train_accuracy": [r["rewards/accuracy"] for r in rows],
             "eval_accuracy": final["eval_rewards/accuracy"], "eval_loss": final["eval_loss"],
             "eval_margin": final["eval_rewards/margins"], **marks}
-
-
-def _lora_config():
-    from peft import LoraConfig
-
-    # Field for field what ayar.model.adapters.attach_adapter builds from the recipe's adapter section.
-    return LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                      target_modules=LORA["target_modules"], task_type="CAUSAL_LM")
 
 
 def run_trl(spec: dict, reference: str) -> dict:
@@ -261,14 +250,14 @@ def run_trl(spec: dict, reference: str) -> dict:
 
     trainer = TimedDPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                               eval_dataset=Dataset.from_list([standard_form(r) for r in val]),
-                              processing_class=tokenizer, peft_config=_lora_config(), callbacks=[Clock()])
+                              processing_class=tokenizer, peft_config=lora_config(), callbacks=[Clock()])
     for prepared, expected in ((trainer.train_dataset, [spec["pairs"]["train"][i] for i in spec["order"]]),
                                (trainer.eval_dataset, spec["pairs"]["val"])):
         for key in ("prompt", "chosen", "rejected"):
             if prepared[f"{key}_ids"] != [p[key] for p in expected]:
                 raise SystemExit(f"TRL's prepared {key}_ids differ from ayar's: the runs would not train on the "
                                  "same tokens")
-    marks["rss_before_train_mib"] = _rss_mib()
+    marks["rss_before_train_mib"] = rss_mib()
     trainer.train()
     evaluation = trainer.evaluate()
     logged = [r for r in trainer.state.log_history if "loss" in r and "eval_loss" not in r]
@@ -286,18 +275,11 @@ def child(run: str, spec_path: str) -> None:
     framework, reference = RUNS[run]
     load0 = os.getloadavg()[0]
     out = {"ayar": run_ayar, "trl": run_trl}[framework](spec, reference)
-    out.update(peak_rss_mib=_peak_rss_mib(), load_start=load0, load_end=os.getloadavg()[0])
+    out.update(peak_rss_mib=peak_rss_mib(), load_start=load0, load_end=os.getloadavg()[0])
     Path(spec["workdir"], f"{framework}-{reference}.json").write_text(json.dumps(out))
 
 
 # ----------------------------------------------------------------------------- parent side
-
-def precision_for_this_cpu(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "bf16" if "amx_bf16" in flags or "avx512_bf16" in flags else "fp32"
-
 
 def summarise(res: dict, pairs: list[dict], batches: list[list[int]], warmup: int) -> dict:
     """Throughput over steps warmup+1 .. N-1 (1-based), memory, losses and reward accuracies of one run.

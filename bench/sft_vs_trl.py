@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
 import subprocess
@@ -31,30 +30,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BenchData, build_data, model_dir  # noqa: E402
-
-LORA = {"r": 16, "alpha": 32.0, "dropout": 0.0, "target_modules": "all-linear"}
-
+from common import (  # noqa: E402
+    LORA,
+    BenchData,
+    build_data,
+    lora_config,
+    model_dir,
+    peak_rss_mib,
+    precision_for_this_cpu,
+    rss_mib,
+)
 
 # ----------------------------------------------------------------------------- child side
-
-def _rss_mib() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _lora_config():
-    from peft import LoraConfig
-
-    # Field for field what ayar.model.adapters.attach_adapter builds from the recipe's adapter section.
-    return LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                      target_modules=LORA["target_modules"], task_type="CAUSAL_LM")
-
 
 def run_ayar(spec: dict, data: BenchData) -> dict:
     import torch
@@ -82,7 +69,7 @@ def run_ayar(spec: dict, data: BenchData) -> dict:
         wall.append(time.perf_counter())
         cpu.append(time.process_time())
 
-    rss_before = _rss_mib()
+    rss_before = rss_mib()
     result = fit(model, examples, cfg, pad_id=data.pad_id, accelerator=accelerator, progress=progress)
     losses = [r["loss"] for r in result.history]
     return {"wall": wall, "cpu": cpu, "losses": losses, "rss_before_train_mib": rss_before}
@@ -124,12 +111,12 @@ def run_trl(spec: dict, data: BenchData) -> dict:
 
     torch.manual_seed(spec["seed"])  # adapter initialisation: SFTTrainer wraps the model before Trainer seeds
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=_lora_config(), callbacks=[Clock()])
+                         peft_config=lora_config(), callbacks=[Clock()])
     prepared = trainer.train_dataset
     if (prepared["input_ids"] != [data.input_ids[i] for i in order]
             or prepared["labels"] != [data.labels[i] for i in order]):
         raise SystemExit("TRL's prepared ids or labels differ from ayar's: the two runs would not train on the same tokens")
-    rss_before = _rss_mib()
+    rss_before = rss_mib()
     trainer.train()
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     return {"wall": wall, "cpu": cpu, "losses": losses, "rss_before_train_mib": rss_before}
@@ -143,18 +130,11 @@ def child(framework: str, spec_path: str) -> None:
     data = BenchData.load(Path(spec["data"]))
     load0 = os.getloadavg()[0]
     out = {"ayar": run_ayar, "trl": run_trl}[framework](spec, data)
-    out.update(peak_rss_mib=_peak_rss_mib(), load_start=load0, load_end=os.getloadavg()[0])
+    out.update(peak_rss_mib=peak_rss_mib(), load_start=load0, load_end=os.getloadavg()[0])
     Path(spec["workdir"], f"{framework}.json").write_text(json.dumps(out))
 
 
 # ----------------------------------------------------------------------------- parent side
-
-def precision_for_this_cpu(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "bf16" if "amx_bf16" in flags or "avx512_bf16" in flags else "fp32"
-
 
 def summarise(res: dict, data: BenchData, warmup: int) -> dict:
     steps = len(data.batches)
