@@ -317,14 +317,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raw = {}
     if not isinstance(raw, dict):
         raise RecipeError(str(path), ["the top level must be a mapping of sections (model:, data:, ...)"])
-    problems = []
-    for item in overrides:
-        try:
-            apply_override(raw, item)
-        except ValueError as exc:
-            problems.append(f"--set {item}: {exc}")
-    if problems:
-        raise RecipeError(str(path), problems)
+    apply_overrides(raw, overrides, str(path))
     return validate_recipe(raw, source=str(path), lines=lines, base_dir=path.parent)
 
 
@@ -339,6 +332,22 @@ def validate_recipe(
     if base_dir is not None:
         recipe = _resolve_paths(recipe, base_dir)
     return recipe
+
+
+def apply_overrides(raw: dict[str, Any], overrides, source: str, prefix: str = "") -> None:
+    """Apply every ``--set key=value`` (keys without ``prefix`` get it), reporting all bad ones at once.
+
+    Raises:
+        RecipeError: one line per override that could not be applied.
+    """
+    problems = []
+    for item in overrides:
+        try:
+            apply_override(raw, item if item.startswith(prefix) else prefix + item)
+        except ValueError as exc:
+            problems.append(f"--set {item}: {exc}")
+    if problems:
+        raise RecipeError(source, problems)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

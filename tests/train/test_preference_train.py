@@ -128,11 +128,11 @@ def test_precomputed_reference_equals_on_the_fly(support):
             _, hit = precompute_reference(PairObjective(spec, {}, reference=reference), model, [examples],
                                           pad_id=tokenizer.pad_token_id, batch_size=3, amp=None,
                                           device=torch.device("cpu"), key_parts={}, folder=None, use_cache=False)
-            assert not hit and examples[0].ref_chosen is not None
+            assert not hit and examples[0].ref is not None
             reference = None
         objective = PairObjective(spec, {"beta": 0.1}, reference=reference)
         batch = objective.collate(examples, tokenizer.pad_token_id)
-        assert ("ref_chosen" in batch) == (mode == "precompute")
+        assert ("ref" in batch) == (mode == "precompute")
         terms, _ = objective.wrap(model)(**batch)
         terms["pairs"].backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -333,7 +333,7 @@ def section_for_run(run_dir: str | Path, overrides: Sequence[str] = (), *, data:
     Raises:
         RecipeError: every problem with the section at once.
     """
-    from ayar.recipe import apply_override
+    from ayar.recipe import apply_overrides
 
     path = Path(run_dir) / "recipe.yaml"
     try:
@@ -341,17 +341,7 @@ def section_for_run(run_dir: str | Path, overrides: Sequence[str] = (), *, data:
     except (OSError, yaml.YAMLError) as exc:
         raise AyarError(f"{path}: cannot read the run's recipe: {exc}") from None
     tree = {"eval": dict(raw.get("eval") or {})} if isinstance(raw, dict) else {"eval": {}}
-    problems = []
-    for item in overrides:
-        key = item if item.startswith("eval.") else f"eval.{item}"
-        try:
-            apply_override(tree, key)
-        except ValueError as exc:
-            problems.append(f"--set {item}: {exc}")
-    if problems:
-        from ayar.errors import RecipeError
-
-        raise RecipeError(str(path), problems)
+    apply_overrides(tree, overrides, str(path), prefix="eval.")
     if data is not None:
         tree["eval"]["data"] = str(data)
     return eval_section_from_dict(tree["eval"], source=str(path))

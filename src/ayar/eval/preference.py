@@ -39,13 +39,14 @@ def is_preference_file(path: str | Path) -> bool:
 
 
 def _prefers_chosen(model, objective, pairs, pad_id: int, batch_size: int) -> float:
+    """Share of pairs whose chosen reply has the higher per-token mean log-prob (one pass, no reference)."""
     from ayar.train.objectives import sequence_logps
 
     wins = 0
+    device = next(model.parameters()).device
     for start in range(0, len(pairs), batch_size):
         batch = objective.collate(pairs[start:start + batch_size], pad_id)
         n = batch["weight"].shape[0]
-        device = next(model.parameters()).device
         sums, counts = sequence_logps(model, batch["input_ids"].to(device), batch["labels"].to(device),
                                       batch["attention_mask"].to(device))
         means = sums / counts.clamp(min=1)
@@ -116,7 +117,6 @@ def preference_scores(run_dir: str | Path, pairs_path: str | Path, *, n: int | N
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     _, tuned_stats = evaluate(objective.wrap(model), pairs, tokenizer.pad_token_id, batch_size, accelerator, None,
                               objective)
-    tuned_prefers = _prefers_chosen(model, objective, pairs, tokenizer.pad_token_id, batch_size)
     if start is None:
         with model.disable_adapter():
             base_prefers = _prefers_chosen(model, objective, pairs, tokenizer.pad_token_id, batch_size)
@@ -126,5 +126,5 @@ def preference_scores(run_dir: str | Path, pairs_path: str | Path, *, n: int | N
         "dataset": str(pairs_path), "n_pairs": len(pairs), "dropped": dict(stats.dropped), "rewards": method,
         "base": {"prefers_chosen": base_prefers},
         "tuned": {"reward_accuracy": tuned_stats["rewards/accuracy"], "margin": tuned_stats["rewards/margins"],
-                  "prefers_chosen": tuned_prefers},
+                  "prefers_chosen": tuned_stats["prefers_chosen"]},
     }

@@ -85,12 +85,8 @@ def _add(total: dict, key: str, value) -> None:
     total[key] = total.get(key, 0) + (value.detach().double() if torch.is_tensor(value) else value)
 
 
-def _stats_record_prefixed(stats: dict[str, float]) -> dict[str, float]:
-    return {f"eval_{k}": v for k, v in stats.items()}
-
-
-def _stats_record(sums: dict, counts: dict, prefix: str = "") -> dict[str, float]:
-    return {f"{prefix}{k}": float(sums[k] / counts[k]) for k in sums if float(counts[k]) > 0}
+def _stats_record(sums: dict, counts: dict) -> dict[str, float]:
+    return {k: float(sums[k] / counts[k]) for k in sums if float(counts[k]) > 0}
 
 
 @torch.no_grad()
@@ -360,7 +356,7 @@ def fit(
             eval_loss, eval_stats = evaluate(loss_model, val_examples, pad_id, cfg.micro_batch_size, accelerator,
                                              amp, objective)
             record["eval_loss"] = eval_loss
-            record.update(_stats_record_prefixed(eval_stats))
+            record.update({f"eval_{k}": v for k, v in eval_stats.items()})
             best = state.best_eval_loss
             improved = best is None or eval_loss < best - cfg.early_stopping_min_delta
             if improved:

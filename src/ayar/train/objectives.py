@@ -140,11 +140,7 @@ class PairObjective:
     def collate(self, examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
         rows = [e.rows()[0] for e in examples] + [e.rows()[1] for e in examples]
         batch = _pad_rows(rows, pad_id)
-        batch["weight"] = torch.ones(len(examples))
-        if examples and examples[0].ref_chosen is not None:
-            batch["ref_chosen"] = torch.tensor([e.ref_chosen for e in examples], dtype=torch.float64)
-            batch["ref_rejected"] = torch.tensor([e.ref_rejected for e in examples], dtype=torch.float64)
-        return batch
+        return _with_weights_and_refs(batch, examples)
 
     def counts(self, batch: dict) -> dict[str, float]:
         n = len(batch["weight"])
@@ -158,9 +154,11 @@ class PairObjective:
         batch["weight"].zero_()
 
     @torch.no_grad()
-    def reference_rows(self, policy: nn.Module, batch: dict) -> torch.Tensor:
-        """Reference log-probs of every row in the batch (chosen rows, then rejected)."""
-        return self.reference.logps(policy, batch["input_ids"], batch["labels"], batch["attention_mask"])[0]
+    def reference_rows(self, policy: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference log-probs of each pair's chosen and rejected reply."""
+        ref = self.reference.logps(policy, batch["input_ids"], batch["labels"], batch["attention_mask"])[0]
+        n = batch["weight"].shape[0]
+        return ref[:n], ref[n:]
 
 
 class _PairTerms(nn.Module):
@@ -168,17 +166,18 @@ class _PairTerms(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, input_ids, labels, attention_mask, weight, ref_chosen=None, ref_rejected=None):
+    def forward(self, input_ids, labels, attention_mask, weight, ref=None):
         obj = self.objective
         n = weight.shape[0]
         sums, counts = sequence_logps(self.model, input_ids, labels, attention_mask)
         policy = SeqLogps(sums[:n], sums[n:], counts[:n], counts[n:])
         reference = None
         if obj.needs_reference:
-            if ref_chosen is None:
-                ref = obj.reference_rows(self.model, {"input_ids": input_ids, "labels": labels,
-                                                      "attention_mask": attention_mask})
-                ref_chosen, ref_rejected = ref[:n], ref[n:]
+            if ref is None:
+                ref_chosen, ref_rejected = obj.reference_rows(self.model, {
+                    "input_ids": input_ids, "labels": labels, "attention_mask": attention_mask, "weight": weight})
+            else:
+                ref_chosen, ref_rejected = ref[:, 0], ref[:, 1]
             reference = SeqLogps(ref_chosen.to(sums.dtype), ref_rejected.to(sums.dtype), counts[:n], counts[n:])
         out = obj.spec.fn(policy, reference, **obj.params)
         w = weight.to(out.losses.dtype)
@@ -187,6 +186,7 @@ class _PairTerms(nn.Module):
             terms["chosen_tokens"] = -obj.nll_weight * (policy.chosen * w).sum()
         pairs = w.sum()
         chosen, rejected = out.chosen_rewards, out.rejected_rewards
+        mean_chosen, mean_rejected = (t.detach() for t in policy.averages())
         stats = {
             "rewards/chosen": ((chosen * w).sum(), pairs),
             "rewards/rejected": ((rejected * w).sum(), pairs),
@@ -194,6 +194,8 @@ class _PairTerms(nn.Module):
             "rewards/accuracy": (((chosen > rejected).to(w.dtype) * w).sum(), pairs),
             "logps/chosen": ((policy.chosen.detach() * w).sum(), pairs),
             "logps/rejected": ((policy.rejected.detach() * w).sum(), pairs),
+            # reference-free: the chosen reply has the higher per-token mean log-prob
+            "prefers_chosen": (((mean_chosen > mean_rejected).to(w.dtype) * w).sum(), pairs),
         }
         return terms, stats
 
@@ -214,11 +216,7 @@ class KtoObjective:
         kl = _pad_rows([e.rows()[1] for e in examples], pad_id)
         batch.update({f"kl_{k}": v for k, v in kl.items()})
         batch["desirable"] = torch.tensor([e.desirable for e in examples], dtype=torch.bool)
-        batch["weight"] = torch.ones(len(examples))
-        if examples and examples[0].ref is not None:
-            batch["ref"] = torch.tensor([e.ref for e in examples], dtype=torch.float64)
-            batch["ref_kl"] = torch.tensor([e.ref_kl for e in examples], dtype=torch.float64)
-        return batch
+        return _with_weights_and_refs(batch, examples)
 
     def counts(self, batch: dict) -> dict[str, float]:
         return {"examples": float(batch["weight"].sum())}
@@ -232,6 +230,14 @@ class KtoObjective:
         ref_kl = self.reference.logps(policy, batch["kl_input_ids"], batch["kl_labels"],
                                       batch["kl_attention_mask"])[0]
         return ref, ref_kl
+
+
+def _with_weights_and_refs(batch: dict, examples: Sequence) -> dict[str, torch.Tensor]:
+    """Add each example's loss weight (1; 0 silences it) and, when precomputed, its reference log-probs."""
+    batch["weight"] = torch.ones(len(examples))
+    if examples and examples[0].ref is not None:
+        batch["ref"] = torch.tensor([e.ref for e in examples], dtype=torch.float64)  # (examples, 2)
+    return batch
 
 
 def _mean_over_processes(value: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -249,12 +255,14 @@ class _KtoTerms(nn.Module):
         self.model, self.objective = model, objective
 
     def forward(self, input_ids, labels, attention_mask, kl_input_ids, kl_labels, kl_attention_mask, desirable,
-                weight, ref=None, ref_kl=None):
+                weight, ref=None):
         obj = self.objective
         policy, _ = sequence_logps(self.model, input_ids, labels, attention_mask)
         with torch.no_grad():  # the reference point gets no gradient (as in the paper)
             policy_kl, _ = sequence_logps(self.model, kl_input_ids, kl_labels, kl_attention_mask)
-        if ref is None:
+        if ref is not None:
+            ref, ref_kl = ref[:, 0], ref[:, 1]
+        else:
             ref, ref_kl = obj.reference_rows(self.model, {
                 "input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
                 "kl_input_ids": kl_input_ids, "kl_labels": kl_labels, "kl_attention_mask": kl_attention_mask})
@@ -336,12 +344,7 @@ def precompute_reference(objective, policy: nn.Module, example_sets: Sequence[Se
             chunk = order[start:start + batch_size]
             batch = {k: v.to(device) for k, v in objective.collate([examples[j] for j in chunk], pad_id).items()}
             with autocast:
-                refs = objective.reference_rows(policy, batch)
-            if isinstance(refs, tuple):  # KTO: completion rows and KL rows
-                a, b = refs[0].double().tolist(), refs[1].double().tolist()
-            else:
-                n = batch["weight"].shape[0]
-                a, b = refs[:n].double().tolist(), refs[n:].double().tolist()
+                a, b = (t.double().tolist() for t in objective.reference_rows(policy, batch))
             for j, x, y in zip(chunk, a, b, strict=True):
                 first[j], second[j] = x, y
         _assign(examples, first, second)
@@ -357,10 +360,7 @@ def precompute_reference(objective, policy: nn.Module, example_sets: Sequence[Se
 
 def _assign(examples: Sequence, first: list[float], second: list[float]) -> None:
     for e, a, b in zip(examples, first, second, strict=True):
-        if isinstance(e, PairExample):
-            e.ref_chosen, e.ref_rejected = a, b
-        else:
-            e.ref, e.ref_kl = a, b
+        e.ref = (a, b)
 
 
 def make_objective(recipe, reference: Reference | None):

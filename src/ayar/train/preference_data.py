@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ayar.chat.tokenize import IGNORE_INDEX as IGNORE
 from ayar.chat.tokenize import encode_conversation
-from ayar.data.formats import KtoExample, Preference, RecordError, convert, detect_format
+from ayar.data.formats import RecordError, convert, detect_format
 from ayar.data.read import iter_jsonl
 from ayar.errors import AyarError, DataError
 
@@ -37,8 +37,7 @@ class PairExample:
     chosen_labels: list[int]
     rejected: list[int]
     rejected_labels: list[int]
-    ref_chosen: float | None = None  # precomputed reference log-probs, when used
-    ref_rejected: float | None = None
+    ref: tuple[float, float] | None = None  # precomputed reference log-probs (chosen, rejected), when used
 
     def rows(self) -> tuple[tuple[list[int], list[int]], tuple[list[int], list[int]]]:
         """(ids, labels) of the chosen and the rejected sequence."""
@@ -61,8 +60,7 @@ class KtoItem:
     desirable: bool
     kl_completion: list[int] = field(default_factory=list)
     kl_labels: list[int] = field(default_factory=list)
-    ref: float | None = None
-    ref_kl: float | None = None
+    ref: tuple[float, float] | None = None  # precomputed reference log-probs (completion, KL row), when used
 
     def rows(self) -> tuple[tuple[list[int], list[int]], tuple[list[int], list[int]]]:
         mask = [IGNORE] * len(self.prompt)
@@ -157,7 +155,6 @@ def read_pairs(path: str, tokenizer, max_length: int, max_prompt_length: int | N
     reader = _Reader(path, "preference", bad_pairs, stats)
     examples = []
     for line, record in reader.records():
-        assert isinstance(record, Preference)
         try:
             prompt, chosen, chosen_labels = _split(tokenizer, record.prompt, record.chosen)
             prompt_r, rejected, rejected_labels = _split(tokenizer, record.prompt, record.rejected)
@@ -199,7 +196,6 @@ def read_kto(path: str, tokenizer, max_length: int, max_prompt_length: int | Non
     items: list[KtoItem] = []
     texts: list[str] = []
     for line, record in reader.records():
-        assert isinstance(record, KtoExample)
         try:
             prompt, completion, labels = _split(tokenizer, record.prompt, record.completion)
         except (ValueError, AyarError) as exc:
