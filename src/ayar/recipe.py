@@ -18,17 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ayar.data.prepare_config import PrepareSection
 from ayar.errors import RecipeError
 from ayar.eval.config import EvalSection
-
-
-class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors, values are checked on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from ayar.section import Section
 
 
 class ModelSection(Section):

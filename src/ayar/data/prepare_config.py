@@ -9,21 +9,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ayar.data.pii.config import RedactionConfig
 from ayar.eval.canary import DEFAULT_TEMPLATE, parse_template
+from ayar.section import Section
 
 FormatName = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "preference", "kto", "text"]
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors, values are checked on assignment (as every recipe section)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SourceConfig(_Strict):
+class SourceConfig(Section):
     path: str = Field(description="A data file (.jsonl, .json, .csv, .tsv, .parquet) or a `datasets` save_to_disk "
                                   "folder.")
     format: FormatName = Field("auto", description=(
@@ -55,7 +50,7 @@ class SourceConfig(_Strict):
         return value
 
 
-class CleanConfig(_Strict):
+class CleanConfig(Section):
     nfc: bool = Field(True, description="Normalise Unicode to NFC (composed characters: 'ş' as one code point).")
     fix_dotted_i: bool = Field(True, description=(
         "Repair 'i̇' (i + combining dot, left by non-Turkish lower-casing of 'İ') to 'i'."))
@@ -66,7 +61,7 @@ class CleanConfig(_Strict):
         "non-breaking spaces become spaces."))
 
 
-class LengthConfig(_Strict):
+class LengthConfig(Section):
     unit: Literal["chars", "tokens"] = Field("chars", description=(
         "Measure a record's length (all its texts together) in characters or in tokens of `tokenizer`."))
     min: int = Field(1, ge=0, description="Records shorter than this are rejected (reason too_short).")
@@ -83,7 +78,7 @@ class LengthConfig(_Strict):
         return self
 
 
-class DedupConfig(_Strict):
+class DedupConfig(Section):
     exact: bool = Field(True, description="Remove exact duplicates (same text after NFC, Turkish lower-casing and "
                                           "whitespace collapsing); the first occurrence is kept.")
     near: bool = Field(True, description="Remove near-duplicates (MinHash LSH); the first occurrence is kept.")
@@ -94,7 +89,7 @@ class DedupConfig(_Strict):
     ngram: int = Field(3, ge=1, le=20, description="Words per shingle (punctuation marks count as words).")
 
 
-class SplitConfig(_Strict):
+class SplitConfig(Section):
     train: float = Field(0.8, gt=0, le=1, description="Share of records in train.jsonl.")
     val: float = Field(0.1, ge=0, lt=1, description="Share of records in val.jsonl.")
     test: float = Field(0.1, ge=0, lt=1, description="Share of records in test.jsonl.")
@@ -113,13 +108,13 @@ class SplitConfig(_Strict):
         return self
 
 
-class LeakageConfig(_Strict):
+class LeakageConfig(Section):
     resolve: Literal["move", "drop"] = Field("move", description=(
         "What to do with an exact or near-duplicate pair found across splits: move (the held-out record, with its "
         "group, joins the earlier split: train before val before test) or drop (the held-out record is removed)."))
 
 
-class CanaryConfig(_Strict):
+class CanaryConfig(Section):
     count: int = Field(5, ge=1, le=100, description="Different fake secrets to plant.")
     repeats: int = Field(10, ge=1, le=10_000, description=(
         "Training records each canary is written into (each record carries at most one)."))
@@ -136,7 +131,7 @@ class CanaryConfig(_Strict):
         return value
 
 
-class PrepareSection(_Strict):
+class PrepareSection(Section):
     sources: list[SourceConfig] = Field(min_length=1, description="The raw data files, read in this order.")
     on_error: Literal["fail", "skip"] = Field("fail", description=(
         "A record that cannot be used (not JSON, missing field, wrong role order, ...): fail lists every such "

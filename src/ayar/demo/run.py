@@ -95,9 +95,10 @@ def run_style_stage(out: Path, seed: int, n_eval: int, n_pairs: int = 1200) -> d
     splits = style.style_data(out, seed, n_pairs)
     console.print(f"{len(splits['train'])} preference pairs (formal chosen, informal rejected), "
                   f"{len(splits['test'])} held out; SFT replies: a 50/50 mix of both registers", markup=False)
+    histories = {}
     for name in ("sft", "dpo", "orpo"):
         path = _write_recipe(out / "recipes" / f"support-{name}.yaml", getattr(style, f"{name}_recipe")())
-        train_from_recipe(load_recipe(path), overwrite=True)
+        histories[name] = train_from_recipe(load_recipe(path), overwrite=True).result.history
     prompts = [p["prompt"] for p in splits["test"][:n_eval]]
     runs = {"base": out / "runs" / "pretrain" / "model", "sft": out / "runs" / "support-sft",
             "dpo": out / "runs" / "support-dpo", "orpo": out / "runs" / "support-orpo"}
@@ -106,7 +107,7 @@ def run_style_stage(out: Path, seed: int, n_eval: int, n_pairs: int = 1200) -> d
         shares[name], examples[name] = style.formal_share(str(target), prompts)
     result = {"formal_share": {k: v["formal_share"] for k, v in shares.items()},
               "informal_share": {k: v["informal_share"] for k, v in shares.items()},
-              "held_out_pairs": {k: style.final_eval(runs[k]) for k in ("dpo", "orpo")},
+              "held_out_pairs": {k: style.final_eval(histories[k]) for k in ("dpo", "orpo")},
               "n": len(prompts),
               "examples": [{"prompt": p, **{k: examples[k][i] for k in runs}} for i, p in enumerate(prompts[:3])]}
     return result
@@ -180,7 +181,7 @@ def run_demo(out: str | Path = "demo_out", *, pretrain_steps: int = 350, sft_epo
 
 
 def write_demo_report(out: Path, evaluation: dict, style: dict) -> dict:
-    """Add the style stage to the SFT run's eval folder and build its report; returns report.json's figures."""
+    """Add the style stage to the SFT run's eval folder and build its report; returns the audits' results."""
     from ayar.eval.report import build_report
     from ayar.govern.manifest import write_json_atomic
 
@@ -192,12 +193,10 @@ def write_demo_report(out: Path, evaluation: dict, style: dict) -> dict:
         "tuned": {"formal_share_dpo": style["formal_share"]["dpo"], "formal_share_orpo": style["formal_share"]["orpo"],
                   **{f"{k}_{m}": v for m, d in style["held_out_pairs"].items() for k, v in d.items()}}})
     write_json_atomic(run / "eval" / "style.json", {k: style[k] for k in ("formal_share", "informal_share", "n")})
-    json_path, html_path = build_report(run)
+    _, html_path = build_report(run)
     console.print(f"report: {html_path}", markup=False)
-    figures = json.loads(json_path.read_text(encoding="utf-8"))
-    memorisation = json.loads((run / "eval" / "memorisation.json").read_text(encoding="utf-8"))
-    forgetting = json.loads((run / "eval" / "forgetting.json").read_text(encoding="utf-8"))
-    return {"figures": figures, "memorisation": memorisation, "forgetting": forgetting}
+    return {name: json.loads((run / "eval" / f"{name}.json").read_text(encoding="utf-8"))
+            for name in ("memorisation", "forgetting")}
 
 
 def _print_results(results: dict) -> None:

@@ -10,7 +10,6 @@ the preference runs also report reward accuracy on held-out pairs.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -86,9 +85,8 @@ def formal_share(target: str, prompts: list[str]) -> tuple[dict, list[str]]:
              "n": n}, replies)
 
 
-def final_eval(run_dir: Path) -> dict:
-    """The last held-out evaluation logged by a preference run."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    last = [r for r in rows if "eval_rewards/accuracy" in r][-1]
+def final_eval(history: list[dict]) -> dict:
+    """The last held-out evaluation in a preference run's history (``FitResult.history``)."""
+    last = [r for r in history if "eval_rewards/accuracy" in r][-1]
     return {"reward_accuracy": last["eval_rewards/accuracy"], "margin": last["eval_rewards/margins"],
             "eval_loss": last["eval_loss"]}

@@ -12,22 +12,17 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ayar.errors import RecipeError
 from ayar.eval.forgetting import ForgettingSection
 from ayar.eval.memorisation import MemorisationSection
+from ayar.section import Section
 
 DEFAULT_METRICS = ["exact_match", "bleu", "chrf", "rouge_l", "perplexity"]
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors, values are checked on assignment (as every recipe section)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class EndpointConfig(_Strict):
+class EndpointConfig(Section):
     base_url: str = Field(description="OpenAI-compatible API root, e.g. https://api.openai.com/v1 or "
                                       "http://localhost:8000/v1 (vLLM, `ayar serve`).")
     model: str = Field(description="Model name sent with each request.")
@@ -51,7 +46,7 @@ class JudgeConfig(EndpointConfig):
     max_tokens: int = Field(512, gt=0, description="Longest judge response, in tokens.")
 
 
-class GenerationConfig(_Strict):
+class GenerationConfig(Section):
     max_new_tokens: int = Field(256, gt=0, description="Longest reply, in tokens; generation also stops at the end "
                                                        "of the turn.")
     temperature: float = Field(0.0, ge=0, le=2, description="0: greedy decoding; above 0: sampling.")
@@ -63,7 +58,7 @@ class GenerationConfig(_Strict):
 Target = str | EndpointConfig
 
 
-class EvalSection(_Strict):
+class EvalSection(Section):
     data: str | None = Field(None, description=(
         "JSONL of conversations ({\"messages\": [...]}); the last assistant turn is the reference, everything "
         "before it the prompt. null: test.jsonl next to the recipe's data.train (the prepared test split)."))

@@ -19,18 +19,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ayar.errors import AyarError
+from ayar.section import Section
 from ayar.ui import console
 
 BUNDLED = ("general_tr.txt", "general_en.txt")
 
 
-class ForgettingSection(BaseModel):
+class ForgettingSection(Section):
     """``eval.forgetting``: settings of the forgetting guard."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     enabled: bool = Field(True, description="Compare base and tuned perplexity on general text.")
     texts: str | None = Field(None, description=(

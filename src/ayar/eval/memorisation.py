@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ayar.errors import AyarError
+from ayar.section import Section
 
 if TYPE_CHECKING:
     import torch
@@ -38,10 +39,8 @@ if TYPE_CHECKING:
 Item = str | Sequence[Mapping[str, str]]  # raw text, or a conversation rendered with the chat template
 
 
-class MemorisationSection(BaseModel):
+class MemorisationSection(Section):
     """``eval.memorisation``: settings of the memorisation audit."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     enabled: bool = Field(True, description="Run the memorisation audit after the comparison.")
     canaries: str | None = Field(None, description=(
