@@ -231,8 +231,6 @@ def data_redact(
     """
     from ayar.data.pii import RedactionConfig, redact_jsonl
 
-    if src.resolve() == dst.resolve():
-        raise AyarError(f"{dst}: refusing to overwrite the input; choose another output file")
     try:
         config = RedactionConfig(default_operator=operator)
     except ValueError:
@@ -346,13 +344,26 @@ def serve(
         help="Environment variable holding the API key clients must send as a Bearer token.")] = None,
     max_queue: Annotated[int, typer.Option(min=1, help="Requests that may wait; more get 503 at once.")] = 16,
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
+    admin_key_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding the admin API's own key (/admin/*); with --api-key-env and without "
+             "this, the admin API is off.")] = None,
+    no_admin: Annotated[bool, typer.Option("--no-admin", help="Switch the admin API off.")] = False,
+    adapter_root: Annotated[list[str] | None, typer.Option(
+        help="Folder under which POST /admin/adapters may load adapters (repeatable); none: admin loads refused.")
+    ] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Allow --host beyond loopback without an API key.")] = False,
+    docs: Annotated[bool, typer.Option("--docs", help="Serve /docs and /openapi.json (behind the API key).")] = False,
+    max_request_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body in MiB.")] = 2.0,
 ) -> None:
     """Serve a model and its adapters over an OpenAI-compatible HTTP API (/v1/chat/completions, ...)."""
     from ayar.serve.launch import ServeOptions, run
 
     _quiet_libraries()
     options = ServeOptions(target=target, adapters=adapter or [], ab=ab or [], ab_seed=ab_seed, ab_log=ab_log,
-                           dtype=dtype, max_queue=max_queue, api_key_env=api_key_env)
+                           dtype=dtype, max_queue=max_queue, api_key_env=api_key_env, admin_key_env=admin_key_env,
+                           no_admin=no_admin, adapter_roots=adapter_root or [], insecure=insecure, docs=docs,
+                           max_body_bytes=int(max_request_mb * 1024 * 1024))
     run(options, bind=host, port=port)
 
 

@@ -58,3 +58,48 @@ def atomic_write(path: str | Path, mode: str = "w", *, permissions: int | None =
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _same(a: Path, b: Path) -> bool:
+    """True when two paths name one file: equal once resolved, or the same inode (a hard link)."""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet
+        return False
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return _same(inner, outer) or outer in inner.parents
+
+
+def check_distinct(inputs: dict[str, str | Path | None], outputs: dict[str, str | Path | None]) -> None:
+    """Refuse a command whose outputs would overwrite one of its inputs or one another.
+
+    Checked on resolved paths (``..``, symbolic links) and inodes (hard links): an
+    output may not be an input, nor a folder holding one (folders are replaced
+    whole), and no two outputs may be the same file or one inside the other.
+
+    Args:
+        inputs: label (as the user wrote the option, e.g. ``"input"``) -> path; None entries are ignored.
+        outputs: label -> path; None entries are ignored.
+
+    Raises:
+        AyarError: the first clash, naming both labels and the path; nothing has been written.
+    """
+    from ayar.errors import AyarError
+
+    ins = {k: Path(v).expanduser().resolve() for k, v in inputs.items() if v is not None}
+    outs = {k: Path(v).expanduser().resolve() for k, v in outputs.items() if v is not None}
+    for out_label, out in outs.items():
+        for in_label, path in ins.items():
+            if _within(path, out):
+                raise AyarError(f"{out_label} {out}: would overwrite the {in_label} ({path}); nothing was written. "
+                                f"Choose another path for {out_label}")
+    labels = list(outs)
+    for i, first in enumerate(labels):
+        for second in labels[i + 1:]:
+            if _within(outs[first], outs[second]) or _within(outs[second], outs[first]):
+                raise AyarError(f"{first} and {second} are the same path ({outs[first]}); nothing was written. "
+                                "Give each output its own path")

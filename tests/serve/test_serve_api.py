@@ -21,6 +21,7 @@ from ayar.eval.generate import generate as offline_generate
 from ayar.serve.launch import ServeOptions
 
 KEY = "sk-test-0123"
+ADMIN_KEY = "sk-admin-4567"
 PROMPT = [{"role": "user", "content": "Ürün: mavi renkli güzel bir masa"}]
 GREEDY = {"temperature": 0, "max_tokens": 8}
 
@@ -30,9 +31,12 @@ def server(tiny_llama, lora_pair, tmp_path_factory):
     log = tmp_path_factory.mktemp("ab") / "ab_log.jsonl"
     options = ServeOptions(target=str(tiny_llama), adapters=[f"a={lora_pair['a']}", f"b={lora_pair['b']}"],
                            ab=["ab=a:0.75,b:0.25"], ab_seed=0, ab_log=log, dtype="fp32", max_queue=6,
-                           api_key_env="AYAR_TEST_SERVE_KEY")
-    with pytest.MonkeyPatch.context() as env, running_server(options, api_key=KEY, env=env) as running:
-        yield running
+                           api_key_env="AYAR_TEST_SERVE_KEY", admin_key_env="AYAR_TEST_ADMIN_KEY",
+                           adapter_roots=[str(lora_pair["a"].parent), str(lora_pair["b"].parent)])
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AYAR_TEST_ADMIN_KEY", ADMIN_KEY)
+        with running_server(options, api_key=KEY, env=env) as running:
+            yield running
 
 
 @pytest.fixture(scope="module")
@@ -184,11 +188,17 @@ def test_api_key_is_enforced(server):
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     assert httpx.get(url, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     assert httpx.post(f"{server.url}/admin/adapters", json={"name": "x", "path": "/tmp"}).status_code == 401
+    # The inference key is not an admin key, and the admin key is not an inference key.
+    for path, key in (("/admin/adapters", KEY), ("/v1/models", ADMIN_KEY)):
+        assert httpx.get(f"{server.url}{path}", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert httpx.get(f"{server.url}/admin/adapters", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "queued": 0}
     bad_json = httpx.post(f"{server.url}/v1/chat/completions", content=b"{not json",
                           headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
     assert bad_json.status_code == 400 and bad_json.json()["error"]["type"] == "invalid_request_error"
-    unknown_path = httpx.get(f"{server.url}/v1/engines")
+    # Authentication comes before everything, routing included.
+    assert httpx.get(f"{server.url}/v1/engines").status_code == 401
+    unknown_path = httpx.get(f"{server.url}/v1/engines", headers={"Authorization": f"Bearer {KEY}"})
     assert unknown_path.status_code == 404 and unknown_path.json()["error"]["message"] == "Not Found"
 
 
@@ -258,7 +268,7 @@ def test_ab_route_splits_by_weight_and_logs_each_request(client, server):
 
 
 def test_admin_loads_and_unloads_adapters(client, server, lora_pair, offline):
-    admin = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"})
+    admin = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     created = admin.post("/admin/adapters", json={"name": "a2", "path": str(lora_pair["a"])})
     assert created.status_code == 201
     assert [m.id for m in client.models.list()] == ["llama", "a", "b", "a2", "ab"]
@@ -270,7 +280,7 @@ def test_admin_loads_and_unloads_adapters(client, server, lora_pair, offline):
     assert same[0] == same[1]  # the same weights under another name
 
     assert admin.post("/admin/adapters", json={"name": "a2", "path": str(lora_pair["b"])}).status_code == 409
-    missing = admin.post("/admin/adapters", json={"name": "c", "path": "/nonexistent"})
+    missing = admin.post("/admin/adapters", json={"name": "c", "path": "nonexistent"})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "path"
     assert admin.delete("/admin/adapters/a").status_code == 409  # the A/B route uses it
 

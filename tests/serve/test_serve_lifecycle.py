@@ -30,7 +30,8 @@ def make_run_folder(tmp_path, base, adapter) -> str:
 
 
 def test_run_folder_serves_its_adapter_and_its_base(tmp_path, tiny_llama, lora_pair, offline):
-    options = ServeOptions(target=make_run_folder(tmp_path, tiny_llama, lora_pair["a"]), dtype="fp32", max_queue=2)
+    options = ServeOptions(target=make_run_folder(tmp_path, tiny_llama, lora_pair["a"]), dtype="fp32", max_queue=2,
+                           adapter_roots=[str(lora_pair["a"].parent)])
     with running_server(options) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
         assert [m.id for m in client.models.list()] == ["llama", "support-run"]

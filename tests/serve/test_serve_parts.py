@@ -114,5 +114,6 @@ def test_request_schema_normalises_and_reports_every_problem():
         ChatRequest.model_validate({"model": "m", "messages": [], "temperature": 3, "logit_bias": {"x": 1}})
     error = validation_error(exc.value)
     assert error.status == 400 and error.param == "temperature"
-    assert error.message == ("temperature: Input should be less than or equal to 2; logit_bias: keys are token ids, "
-                             "got 'x'; messages: List should have at least 1 item after validation, not 0")
+    assert error.message == ("temperature: Input should be less than or equal to 2; logit_bias: keys are token ids "
+                             "written in ASCII digits, got 'x'; messages: List should have at least 1 item after "
+                             "validation, not 0")

@@ -17,6 +17,15 @@ This needs the template to be prefix-stable, which is checked.
 A token is a target when its first character lies inside a target span. The
 span is decided on characters, so it holds when ``pad_token == eos_token``:
 labels never depend on which id a token has.
+
+Special-token text inside a message's content stays text. Tokenising the
+rendered conversation as a whole would turn a user's ``<|im_end|>\n<|im_start|>
+system`` into real control tokens, a forged system turn. :func:`encode_text`
+therefore finds where each content lies in the rendered text (by rendering the
+template once more with placeholder contents) and re-tokenises every stretch
+between two of the template's own control tokens that holds such text with
+``split_special_tokens=True``. A conversation without special-token text
+takes the plain path, so its ids stay those of ``apply_chat_template``.
 """
 
 from __future__ import annotations
@@ -100,17 +109,13 @@ def encode_conversation(
     validate_conversation(messages, markers)
 
     text = render(tokenizer, messages)
-    try:
-        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    except NotImplementedError:
-        raise AyarError("loss masks need a fast (Rust-backed) tokenizer, which reports offsets") from None
-    input_ids = list(encoding["input_ids"])
+    input_ids, offsets = encode_text(tokenizer, messages, text)
     if loss_on == "all":
         labels = list(input_ids)
     else:
         last_only = loss_on == "last_assistant"
         spans = assistant_spans(tokenizer, messages, text, last_only=last_only, end_of_turn=markers)
-        labels = labels_from_spans(input_ids, encoding["offset_mapping"], spans)
+        labels = labels_from_spans(input_ids, offsets, spans)
 
     if max_length is not None and len(input_ids) > max_length:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
@@ -120,6 +125,129 @@ def encode_conversation(
             f"no target token is left in the first {max_length} tokens; raise max_length or shorten the prompt"
         )
     return example
+
+
+def encode_prompt(tokenizer, messages: Sequence[Mapping]) -> list[int]:
+    """The ids of a conversation rendered for generation (ending in the assistant header).
+
+    Special-token text in the contents stays text, as in :func:`encode_text`.
+
+    Raises:
+        ConversationError: the template rejects the conversation, or it hides where a
+            content with special-token text lies.
+    """
+    text = render(tokenizer, messages, add_generation_prompt=True)
+    return encode_text(tokenizer, messages, text, add_generation_prompt=True)[0]
+
+
+def special_strings(tokenizer) -> list[str]:
+    """Every added token's text (control tokens and other special tokens), longest first."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return sorted({str(t) for t in decoder.values() if str(t)}, key=len, reverse=True)
+
+
+def encode_text(tokenizer, messages: Sequence[Mapping], text: str, *, add_generation_prompt: bool = False
+                ) -> tuple[list[int], list[tuple[int, int]]]:
+    """Tokenise a rendered conversation so that special-token text in contents stays text.
+
+    Args:
+        tokenizer: the fast tokenizer whose template rendered ``text``.
+        messages: the conversation, with string contents.
+        text: ``render(tokenizer, messages, add_generation_prompt=...)``.
+        add_generation_prompt: as ``text`` was rendered.
+
+    Returns:
+        (ids, character offsets of each token in ``text``).
+
+    Raises:
+        ConversationError: a content holds special-token text and the template does not
+            render contents verbatim (so it cannot be told apart), or the tokenizer would
+            still read it as a control token.
+        AyarError: the tokenizer is not a fast tokenizer.
+    """
+    try:
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:
+        raise AyarError("loss masks need a fast (Rust-backed) tokenizer, which reports offsets") from None
+    ids, offsets = list(encoding["input_ids"]), [tuple(o) for o in encoding["offset_mapping"]]
+    specials = special_strings(tokenizer)
+    forged = [i for i, m in enumerate(messages)
+              if isinstance(m.get("content"), str) and any(s in m["content"] for s in specials)]
+    if not forged:
+        return ids, offsets
+    spans = content_spans(tokenizer, messages, text, add_generation_prompt=add_generation_prompt)
+    if spans is None:
+        i = forged[0]
+        raise ConversationError(f"message {i + 1} ({messages[i].get('role')}) contains special-token text, and this "
+                                "chat template does not render contents verbatim, so it could not stay text; "
+                                "remove it from the content")
+    return _split_forged(tokenizer, text, ids, offsets, spans)
+
+
+def content_spans(tokenizer, messages: Sequence[Mapping], text: str, *, add_generation_prompt: bool = False
+                  ) -> list[tuple[int, int]] | None:
+    """Character spans of each message's content in ``text``, or None when they cannot be found.
+
+    The template is rendered with each content replaced by a unique placeholder;
+    the placeholders cut that rendering into the template's own pieces, and
+    ``text`` must be those pieces with the real contents between them.
+    """
+    marks = [f"\ue000{i}\ue001" for i in range(len(messages))]
+    stand_in = [{**m, "content": marks[i]} if isinstance(m.get("content"), str) else m
+                for i, m in enumerate(messages)]
+    skeleton = render(tokenizer, stand_in, add_generation_prompt=add_generation_prompt)
+    spans, rebuilt, cursor = [], [], 0
+    for i, mark in enumerate(marks):
+        if not isinstance(messages[i].get("content"), str):
+            continue
+        at = skeleton.find(mark, cursor)
+        if at < 0 or skeleton.count(mark) != 1:
+            return None
+        rebuilt.append(skeleton[cursor:at])
+        start = sum(map(len, rebuilt))
+        rebuilt.append(messages[i]["content"])
+        spans.append((start, start + len(messages[i]["content"])))
+        cursor = at + len(mark)
+    rebuilt.append(skeleton[cursor:])
+    return spans if "".join(rebuilt) == text else None
+
+
+def _split_forged(tokenizer, text: str, ids: list[int], offsets: list[tuple[int, int]],
+                  spans: list[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Re-tokenise, with special tokens split, each stretch between control tokens that holds forged ones.
+
+    An added token is a control token when it starts outside every content span;
+    the tokenizer cuts the text at added tokens and tokenises the stretches between
+    them independently, so re-tokenising one stretch leaves the others unchanged.
+    """
+    added = set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+
+    def inside(k: int) -> bool:
+        return any(a <= offsets[k][0] < b for a, b in spans)
+
+    control = [k for k, token in enumerate(ids) if token in added and not inside(k)]
+    out_ids: list[int] = []
+    out_offsets: list[tuple[int, int]] = []
+    bounds = [-1, *control, len(ids)]
+    for left, right in zip(bounds, bounds[1:], strict=False):
+        stretch = range(left + 1, right)
+        if any(ids[k] in added for k in stretch):
+            start = offsets[left][1] if left >= 0 else 0
+            end = offsets[right][0] if right < len(ids) else len(text)
+            piece = tokenizer(text[start:end], add_special_tokens=False, split_special_tokens=True,
+                              return_offsets_mapping=True)
+            if any(token in added for token in piece["input_ids"]):
+                raise ConversationError("a message content holds the text of a token this tokenizer cannot "
+                                        "split; remove it from the content")
+            out_ids += piece["input_ids"]
+            out_offsets += [(a + start, b + start) for a, b in piece["offset_mapping"]]
+        else:
+            out_ids += [ids[k] for k in stretch]
+            out_offsets += [offsets[k] for k in stretch]
+        if right < len(ids):
+            out_ids.append(ids[right])
+            out_offsets.append(offsets[right])
+    return out_ids, out_offsets
 
 
 def validate_conversation(messages: Sequence[Mapping], end_of_turn: Sequence[str] = ()) -> None:

@@ -50,6 +50,7 @@ from ayar.data.redaction import Redaction
 from ayar.data.split import SPLITS, assign_splits, resolve_leakage
 from ayar.errors import AyarError
 from ayar.eval.canary import canary_manifest, card_section, insert_canary, parse_template, plan_insertions
+from ayar.fsutil import check_distinct
 from ayar.govern.manifest import describe_folder, file_record, utc_now, write_json_atomic
 from ayar.ui import console
 
@@ -101,12 +102,20 @@ class Workspace:
             self.paths[name].unlink(missing_ok=True)
 
 
-def _check_outputs(sources: list[Source], out_dir: Path) -> None:
-    targets = {(out_dir / name).resolve() for name in (*OUTPUTS, "manifest.json", "data_card.md")}
+def _check_outputs(sources: list[Source], out_dir: Path, section: PrepareSection, base_dir: Path) -> None:
+    """Refuse an output (a dataset file, the manifest, the card, the PII vault) that is a source or another output."""
     for source in sources:
-        if source.path.resolve() in targets or out_dir.resolve() == source.path.resolve():
+        if out_dir.resolve() == source.path.resolve():
             raise AyarError(f"prepare.output_dir: writing to {out_dir} would overwrite the source {source.path}; "
                             "choose another output_dir")
+    vault = section.pii.vault_path if section.pii is not None else None
+    outputs: dict[str, Path | None] = {f"prepare.output_dir: {name}": out_dir / name
+                                       for name in (*OUTPUTS, "manifest.json", "data_card.md")}
+    outputs["prepare.pii.vault_path"] = resolve_path(str(vault), base_dir) if vault is not None else None
+    secret = section.pii.secret_file if section.pii is not None else None
+    inputs: dict[str, Path | None] = {f"source {s.name}": s.path for s in sources}
+    inputs["prepare.pii.secret_file"] = resolve_path(str(secret), base_dir) if secret is not None else None
+    check_distinct(inputs, outputs)
 
 
 def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progress: bool = True) -> dict[str, Any]:
@@ -128,7 +137,7 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
     base_dir = Path(base_dir)
     out_dir = resolve_path(section.output_dir, base_dir)
     sources = [open_source(s, base_dir) for s in section.sources]
-    _check_outputs(sources, out_dir)
+    _check_outputs(sources, out_dir, section, base_dir)
     kind = common_kind(sources)
     if section.canaries is not None and kind == "kto":
         raise AyarError("prepare.canaries: KTO records cannot carry canaries (their label decides whether the "

@@ -26,7 +26,7 @@ from ayar.errors import AyarError
 from ayar.export import manifest as export_manifest
 from ayar.export import ollama, verify, vllm
 from ayar.export.source import RunSource, read_run
-from ayar.fsutil import fsync_dir
+from ayar.fsutil import check_distinct, fsync_dir
 from ayar.govern.manifest import describe_folder, model_fingerprint, sha256_file
 from ayar.ui import console
 
@@ -105,6 +105,9 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
                         "(model.init_adapter); the adapter alone does not reproduce it. Export --format merged "
                         "or gguf, which include both")
     out = Path(out_dir) if out_dir is not None else source.run_dir / "export"
+    reads = [source.run_dir, *map(Path, extra_adapters)]  # each export folder is replaced whole: none may hold these
+    check_distinct({f"run file {r / n}": r / n for r in reads for n in ("adapter", "model", "recipe.yaml")},
+                   {f"--out {out} (format {f})": out / f for f in formats})
     existing = [str(out / f) for f in formats if (out / f).exists()]
     if existing and not overwrite:
         raise AyarError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or --out elsewhere")

@@ -8,45 +8,67 @@ Routes:
 - ``GET/POST /admin/adapters``, ``DELETE /admin/adapters/{name}``: list, load, unload adapters.
 - ``GET /health``: liveness, queue length (never needs the API key).
 
-A request is validated and tokenised on the event loop (so bad input is
-answered at once, without queueing), then handed to the engine's worker. The
-response names the model that actually served it in ``model`` and in the
-``X-Ayar-Served-By`` header, which matters for A/B routes.
+Every request first passes :class:`ayar.serve.guard.Guard`, which checks the
+key for its path and caps the body before anything is read. A request is then
+validated on the event loop (bad input is answered at once, without queueing)
+and tokenised on a worker thread (a huge prompt never blocks other requests),
+then handed to the engine's worker. The response names the model that actually
+served it in ``model`` and in the ``X-Ayar-Served-By`` header, which matters for
+A/B routes. A client that goes away cancels its request, queued or generating.
+Unexpected failures answer a generic 500; the details go to the server log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
+import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from ayar.chat.tokenize import ConversationError, encode_text, render
 from ayar.serve import protocol as p
 from ayar.serve.engine import Engine, Job
+from ayar.serve.guard import Guard
 from ayar.serve.models import ModelHost
+from ayar.serve.policy import adapter_path
 from ayar.serve.protocol import OpenAIError
+
+log = logging.getLogger("ayar.serve")
+MAX_BODY_BYTES = 2 * 1024 * 1024  # a 2 MiB JSON body holds far more text than any served context
+PROBE_CHARS_PER_TOKEN = 8  # a prompt longer than this many characters per context token is probed first
+PROBE_SLACK = 64  # tokens a cut at the probe's end may add
 
 
 class AdapterLoad(BaseModel):
-    name: str
-    path: str
+    name: str = Field(max_length=128)
+    path: str = Field(max_length=4096)
 
 
-def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None) -> FastAPI:
+def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None, admin_key: str | None = None,
+               admin: bool = True, adapter_roots: Sequence[Path] = (), max_body_bytes: int = MAX_BODY_BYTES,
+               docs: bool = False) -> FastAPI:
     """Build the app; the engine's worker starts with the app and is drained when it stops.
 
     Args:
-        api_key: when set, every /v1 and /admin request needs ``Authorization: Bearer <api_key>``.
+        api_key: when set, every request but ``/health`` and ``/admin`` needs
+            ``Authorization: Bearer <api_key>``.
+        admin_key: the Bearer key of ``/admin``; without one the admin API is open on a
+            server without an API key and off on a server with one.
+        admin: False switches the admin API off.
+        adapter_roots: resolved folders under which ``POST /admin/adapters`` may load.
+        max_body_bytes: largest request body (413 above it, before it is read).
+        docs: serve ``/docs`` and ``/openapi.json`` (behind the API key).
     """
 
     @asynccontextmanager
@@ -56,13 +78,16 @@ def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None) -
         # uvicorn has stopped accepting connections and waited for open requests; finish the queue.
         await asyncio.to_thread(engine.close)
 
-    app = FastAPI(title="ayar serve", lifespan=lifespan)
-    app.state.host, app.state.engine, app.state.api_key = host, engine, api_key
+    off = {} if docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="ayar serve", lifespan=lifespan, **off)
+    app.state.host, app.state.engine, app.state.adapter_roots = host, engine, list(adapter_roots)
     app.add_exception_handler(OpenAIError, _openai_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
-    app.include_router(public)
-    app.include_router(protected)
+    app.add_exception_handler(Exception, _unexpected)
+    app.include_router(routes)
+    app.add_middleware(Guard, api_key=api_key, admin_key=admin_key,
+                       admin=admin and (admin_key is not None or api_key is None), max_body_bytes=max_body_bytes)
     return app
 
 
@@ -80,72 +105,105 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse(error.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
-def authorise(request: Request) -> None:
-    """Require ``Authorization: Bearer <key>`` when the server has an API key."""
-    key = request.app.state.api_key
-    if key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), key.encode()):
-        raise OpenAIError(401, "Incorrect or missing API key; send it as `Authorization: Bearer <key>`",
-                          code="invalid_api_key")
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A bug or a failure of the machine: the client learns nothing internal; the log gets the traceback."""
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(p.internal_error().body(), status_code=500)
 
 
-public = APIRouter()
-protected = APIRouter(dependencies=[Depends(authorise)])
+routes = APIRouter()  # authentication is the Guard middleware's, before any body is read
 
 
-@public.get("/health")
+@routes.get("/health")
 async def health(request: Request) -> dict:
     return {"status": "ok", "queued": request.app.state.engine.pending()}
 
 
-@protected.get("/v1/models")
+@routes.get("/v1/models")
 async def models(request: Request) -> dict:
     return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ayar"}
                                        for name in request.app.state.host.names()]}
 
 
-@protected.post("/v1/chat/completions")
+@routes.post("/v1/chat/completions")
 async def chat_completions(body: p.ChatRequest, request: Request):
     host: ModelHost = request.app.state.host
     host.require(body.model)
     messages = [m.as_record() for m in body.messages]
-    try:
-        text = host.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception as exc:  # jinja raises for conversations a template refuses (e.g. roles out of order)
-        raise OpenAIError(400, f"the chat template cannot render these messages: {exc}", param="messages") from None
-    ids = host.tokenizer(text, add_special_tokens=False)["input_ids"]  # the template wrote any BOS
+    ids = await run_in_threadpool(chat_prompt_ids, host.tokenizer, messages, host.context_length)
     return await _respond(request, body, ids, chat=True)
 
 
-@protected.post("/v1/completions")
+def chat_prompt_ids(tokenizer, messages: list[dict], context: int) -> list[int]:
+    """Render and tokenise a chat prompt (special-token text in contents stays text); runs off the event loop.
+
+    Raises:
+        OpenAIError: 400 when the template refuses the messages, or the prompt is longer than the context.
+    """
+    try:
+        text = render(tokenizer, messages, add_generation_prompt=True)
+    except ConversationError as exc:
+        raise OpenAIError(400, str(exc), param="messages") from None
+    except Exception:  # a template raising something else (e.g. raise_exception with a non-string)
+        raise OpenAIError(400, "the chat template cannot render these messages", param="messages") from None
+    _probe_length(tokenizer, text, context, "messages")
+    try:
+        return encode_text(tokenizer, messages, text, add_generation_prompt=True)[0]  # the template wrote any BOS
+    except ConversationError as exc:
+        raise OpenAIError(400, str(exc), param="messages") from None
+
+
+def text_prompt_ids(tokenizer, prompt: str, context: int) -> list[int]:
+    """Tokenise a raw completion prompt (the caller writes it whole, control tokens included); off the loop."""
+    _probe_length(tokenizer, prompt, context, "prompt")
+    return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+
+
+def _probe_length(tokenizer, text: str, context: int, param: str) -> None:
+    """Refuse a prompt whose first ``PROBE_CHARS_PER_TOKEN * context`` characters already overflow the context.
+
+    A long prompt is not tokenised whole just to be refused: its prefix's token
+    count (less what cutting a word in two may add) is a lower bound on the whole's.
+    """
+    limit = PROBE_CHARS_PER_TOKEN * context
+    if len(text) <= limit:
+        return
+    n = len(tokenizer(text[:limit], add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    if n - PROBE_SLACK >= context:
+        raise OpenAIError(400, f"This model's maximum context length is {context} tokens; the prompt has more "
+                          f"than {n - PROBE_SLACK} tokens. Shorten the prompt.", param=param,
+                          code="context_length_exceeded")
+
+
+@routes.post("/v1/completions")
 async def completions(body: p.CompletionRequest, request: Request):
     host: ModelHost = request.app.state.host
     host.require(body.model)
-    ids = host.tokenizer(body.prompt, add_special_tokens=True)["input_ids"]
+    ids = await run_in_threadpool(text_prompt_ids, host.tokenizer, body.prompt, host.context_length)
     if not ids:
         raise OpenAIError(400, "the prompt is empty", param="prompt")
     return await _respond(request, body, ids, chat=False)
 
 
-@protected.get("/admin/adapters")
+@routes.get("/admin/adapters")
 async def list_adapters(request: Request) -> dict:
     host: ModelHost = request.app.state.host
-    return {"adapters": [{"name": n, "path": path} for n, path in host.adapters.items()],
+    # Names only: where adapters lie on the server's disk is not the client's business.
+    return {"adapters": [{"name": n} for n in host.adapters],
             "routes": [{"name": r.name, "arms": [{"model": m, "weight": w} for m, w in r.arms]}
                        for r in host.routes.values()]}
 
 
-@protected.post("/admin/adapters", status_code=201)
+@routes.post("/admin/adapters", status_code=201)
 async def load_adapter(body: AdapterLoad, request: Request) -> dict:
     host: ModelHost = request.app.state.host
+    folder = adapter_path(body.path, request.app.state.adapter_roots)
     # Waits for the request being generated, never for the queue; loading runs off the event loop.
-    await run_in_threadpool(_locked, host, host.load_adapter, body.name, body.path)
+    await run_in_threadpool(_locked, host, host.load_adapter, body.name, str(folder))
     return {"id": body.name, "object": "model", "path": body.path}
 
 
-@protected.delete("/admin/adapters/{name:path}")
+@routes.delete("/admin/adapters/{name:path}")
 async def unload_adapter(name: str, request: Request) -> dict:
     host: ModelHost = request.app.state.host
     await run_in_threadpool(_locked, host, host.unload_adapter, name)
@@ -173,19 +231,34 @@ async def _respond(request: Request, body: p.ChatRequest | p.CompletionRequest, 
         loop=asyncio.get_running_loop(),
     )
     request.app.state.engine.submit(job)
+    # The client may leave while the job waits or (non-streamed) generates: that cancels the job, so
+    # the worker skips it or stops generating. A stream is cancelled by Starlette when its client leaves.
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
     try:
         kind, *rest = await job.events.get()
-    except asyncio.CancelledError:
+        if kind == "error":
+            raise rest[0]
+        served = rest[0]
+        headers = {"X-Ayar-Served-By": served, "X-Request-Id": job.request_id}
+        if body.stream:
+            watcher.cancel()
+            return StreamingResponse(_sse(job, served, len(ids), chat, body.include_usage),
+                                     media_type="text/event-stream", headers=headers)
+        return JSONResponse(await _collect(job, served, len(ids), chat), headers=headers)
+    except BaseException:
         job.cancelled.set()
         raise
-    if kind == "error":
-        raise rest[0]
-    served = rest[0]
-    headers = {"X-Ayar-Served-By": served, "X-Request-Id": job.request_id}
-    if body.stream:
-        return StreamingResponse(_sse(job, served, len(ids), chat, body.include_usage),
-                                 media_type="text/event-stream", headers=headers)
-    return JSONResponse(await _collect(job, served, len(ids), chat), headers=headers)
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_disconnect(request: Request, job: Job) -> None:
+    """Set ``job.cancelled`` when the client disconnects (the body has been read, so only that can arrive)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            job.cancelled.set()
+            return
 
 
 def _token_budget(n_prompt: int, requested: int | None, context: int) -> int:
@@ -203,7 +276,7 @@ def _token_budget(n_prompt: int, requested: int | None, context: int) -> int:
 
 
 def _logit_bias(bias: dict[str, float] | None, vocab: int) -> dict[int, float]:
-    out = {int(token): value for token, value in (bias or {}).items()}
+    out = {int(token): value for token, value in (bias or {}).items()}  # keys checked to be ASCII digits
     for token in out:
         if token >= vocab:
             raise OpenAIError(400, f"logit_bias: token id {token} is outside the vocabulary (size {vocab})",

@@ -15,6 +15,10 @@ queue of events, posted with ``call_soon_threadsafe``:
 - ``("end", finish_reason, completion_tokens)`` when generation ends,
 - ``("error", OpenAIError)`` instead, when the request fails.
 
+A job whose client has gone (``cancelled``) is dropped from the queue: it no
+longer holds a place (a full queue first sheds such jobs before refusing a new
+one) and the worker never starts it.
+
 Generation itself is ``model.generate`` (so greedy and seeded sampling give
 what offline generation gives); a ``StoppingCriteria`` sees each new token,
 feeds it to :class:`~ayar.serve.text.TextStream` and stops at a stop sequence
@@ -25,8 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,7 +39,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ayar.chat.templates import end_of_turn_ids
 from ayar.serve.models import ModelHost
-from ayar.serve.protocol import OpenAIError
+from ayar.serve.protocol import OpenAIError, internal_error
 from ayar.serve.text import TextStream
 
 log = logging.getLogger("ayar.serve")
@@ -81,6 +85,42 @@ class _Watch(StoppingCriteria):
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
+class JobQueue:
+    """A bounded FIFO of jobs that forgets the ones whose client has gone."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._jobs: deque = deque()
+        self._ready = threading.Condition()
+
+    def _shed(self) -> None:
+        self._jobs = deque(j for j in self._jobs if j is _STOP or not j.cancelled.is_set())
+
+    def put(self, job, *, force: bool = False) -> bool:
+        """Append ``job``; False (nothing queued) when the queue is full of live jobs, unless ``force``."""
+        with self._ready:
+            if len(self._jobs) >= self.maxsize:
+                self._shed()
+            if len(self._jobs) >= self.maxsize and not force:
+                return False
+            self._jobs.append(job)
+            self._ready.notify()
+            return True
+
+    def get(self):
+        """The oldest live job (or the stop marker), waiting for one."""
+        with self._ready:
+            while True:
+                self._shed()
+                if self._jobs:
+                    return self._jobs.popleft()
+                self._ready.wait(timeout=0.5)  # wakes to shed jobs cancelled meanwhile
+
+    def size(self) -> int:
+        with self._ready:
+            return sum(1 for j in self._jobs if j is not _STOP and not j.cancelled.is_set())
+
+
 class Engine:
     """The worker thread and its bounded queue.
 
@@ -94,7 +134,7 @@ class Engine:
             raise ValueError("max_queue must be at least 1")
         self.host = host
         self.end_ids = end_of_turn_ids(host.tokenizer)
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._queue = JobQueue(max_queue)
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="ayar-serve-worker", daemon=True)
         # Called on the worker with each job before it runs; tests use it to hold the worker still.
@@ -111,21 +151,19 @@ class Engine:
         """
         if self._closing:
             raise OpenAIError(503, "the server is shutting down", type="server_error", code="shutting_down")
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
+        if not self._queue.put(job):
             raise OpenAIError(503, f"the server is busy: {self._queue.maxsize} requests are already waiting; "
-                              "retry later", type="server_error", code="queue_full") from None
+                              "retry later", type="server_error", code="queue_full")
 
     def pending(self) -> int:
-        """Requests waiting for the worker."""
-        return self._queue.qsize()
+        """Requests waiting for the worker (those whose client has gone not counted)."""
+        return self._queue.size()
 
     def close(self) -> None:
         """Refuse new jobs, finish those accepted, then stop the worker (blocks until it has)."""
         self._closing = True
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            self._queue.put(_STOP, force=True)
             self._thread.join()
 
     def _run(self) -> None:
@@ -145,10 +183,9 @@ class Engine:
                 job.emit(("end", stream.finish_reason or "length", len(stream.ids)))
         except OpenAIError as exc:
             job.emit(("error", exc))
-        except Exception as exc:  # a bug or a device failure: answer 500, keep serving
+        except Exception:  # a bug or a device failure: answer a generic 500, keep serving
             log.exception("generation failed for %s", job.request_id)
-            job.emit(("error", OpenAIError(500, f"generation failed: {type(exc).__name__}: {exc}",
-                                           type="server_error")))
+            job.emit(("error", internal_error()))
 
     def _generate(self, model, job: Job, stream: TextStream) -> None:
         device = next(model.parameters()).device

@@ -30,6 +30,12 @@ class ServeOptions:
     dtype: str = "auto"
     max_queue: int = 16
     api_key_env: str | None = None
+    admin_key_env: str | None = None  # the admin API's own key; without it the admin API is open only keyless
+    no_admin: bool = False
+    adapter_roots: list[str] = field(default_factory=list)  # folders POST /admin/adapters may load from
+    insecure: bool = False  # allow a non-loopback bind without an API key
+    docs: bool = False  # serve /docs and /openapi.json (behind the API key)
+    max_body_bytes: int = 2 * 1024 * 1024
 
 
 def parse_adapter(spec: str) -> tuple[str, str]:
@@ -75,14 +81,28 @@ def served_name(path: str) -> str:
     return local.resolve().name if local.exists() else path
 
 
-def api_key_from_env(var: str | None) -> str | None:
+def api_key_from_env(var: str | None, option: str = "--api-key-env") -> str | None:
     if var is None:
         return None
     key = os.environ.get(var, "")
     if not key:
-        raise AyarError(f"--api-key-env {var}: the environment variable {var} is unset or empty; "
-                        f"export {var}=<secret> first, or leave the option out to serve without a key")
+        raise AyarError(f"{option} {var}: the environment variable {var} is unset or empty; "
+                        f"export {var}=<secret> first, or leave the option out")
     return key
+
+
+def keys(options: ServeOptions) -> tuple[str | None, str | None]:
+    """(API key, admin key) from their environment variables.
+
+    Raises:
+        AyarError: a variable is unset, or both keys are the same secret.
+    """
+    api_key = api_key_from_env(options.api_key_env)
+    admin_key = None if options.no_admin else api_key_from_env(options.admin_key_env, "--admin-key-env")
+    if admin_key is not None and admin_key == api_key:
+        raise AyarError(f"--admin-key-env {options.admin_key_env}: the admin key must differ from the API key, "
+                        "or every client could load and unload adapters")
+    return api_key, admin_key
 
 
 def build(options: ServeOptions):
@@ -101,7 +121,10 @@ def build(options: ServeOptions):
         raise AyarError(f"--dtype {options.dtype!r}: choose auto, {', '.join(DTYPES)}")
     if options.max_queue < 1:
         raise AyarError(f"--max-queue {options.max_queue}: must be at least 1")
-    api_key = api_key_from_env(options.api_key_env)
+    from ayar.serve.policy import check_roots
+
+    api_key, admin_key = keys(options)
+    roots = check_roots(options.adapter_roots)
     adapters = [parse_adapter(s) for s in options.adapters]
     routes = [parse_ab(s) for s in options.ab]
 
@@ -134,17 +157,27 @@ def build(options: ServeOptions):
     except OpenAIError as exc:
         raise AyarError(exc.message) from None
     engine = Engine(host, options.max_queue)
-    return create_app(host, engine, api_key=api_key), host, engine
+    app = create_app(host, engine, api_key=api_key, admin_key=admin_key, admin=not options.no_admin,
+                     adapter_roots=roots, max_body_bytes=options.max_body_bytes, docs=options.docs)
+    return app, host, engine
 
 
 def run(options: ServeOptions, *, bind: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve until interrupted; Ctrl-C or SIGTERM finish what was accepted, then exit."""
+    """Serve until interrupted; Ctrl-C or SIGTERM finish what was accepted, then exit.
+
+    Raises:
+        AyarError: a non-loopback ``bind`` without an API key (unless ``options.insecure``), or a bad option.
+    """
     import uvicorn
 
+    from ayar.serve.policy import check_bind
     from ayar.ui import console
 
+    check_bind(bind, has_api_key=options.api_key_env is not None, insecure=options.insecure)
     app, host, _ = build(options)
     key = "required" if options.api_key_env else "off"
-    console.print(f"serving {', '.join(host.names())} at http://{bind}:{port}/v1 (API key {key}, "
-                  f"queue {options.max_queue})", markup=False)
+    admin = "off" if options.no_admin or (options.api_key_env and not options.admin_key_env) else \
+        ("own key" if options.admin_key_env else "open")
+    console.print(f"serving {', '.join(host.names())} at http://{bind}:{port}/v1 (API key {key}, admin API "
+                  f"{admin}, queue {options.max_queue})", markup=False)
     uvicorn.run(app, host=bind, port=port, log_level="info")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import random
 import re
@@ -31,6 +32,7 @@ from pathlib import Path
 from ayar.errors import AyarError
 from ayar.serve.protocol import OpenAIError
 
+log = logging.getLogger("ayar.serve")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")
 
 
@@ -62,13 +64,13 @@ def check_name(name: str) -> None:
                           "starting with a letter or digit", param="name")
 
 
-def check_adapter_folder(path: str) -> None:
+def check_adapter_folder(path: str, label: str | None = None) -> None:
     """Refuse folders that are not a safetensors PEFT adapter (never unpickle adapter_model.bin)."""
-    folder = Path(path)
+    folder, label = Path(path), label or path
     if not (folder / "adapter_config.json").is_file():
-        raise OpenAIError(400, f"{path}: not a PEFT adapter folder (no adapter_config.json)", param="path")
+        raise OpenAIError(400, f"{label}: not a PEFT adapter folder (no adapter_config.json)", param="path")
     if not (folder / "adapter_model.safetensors").is_file():
-        raise OpenAIError(400, f"{path}: no adapter_model.safetensors; ayar loads safetensors adapters only",
+        raise OpenAIError(400, f"{label}: no adapter_model.safetensors; ayar loads safetensors adapters only",
                           param="path")
 
 
@@ -109,8 +111,13 @@ class ModelHost:
             raise OpenAIError(404, f"The model `{name}` does not exist; served models: {', '.join(self.names())}",
                               param="model", code="model_not_found")
 
-    def load_adapter(self, name: str, path: str) -> None:
+    def load_adapter(self, name: str, path: str, label: str | None = None) -> None:
         """Load a LoRA adapter under ``name`` (hold :attr:`lock`).
+
+        A failed load leaves nothing behind: the name is not served and peft forgets it.
+
+        Args:
+            label: how messages name the folder (an admin client's own path, not the server's).
 
         Raises:
             OpenAIError: 409 when the name is taken; 400 when the folder is not a
@@ -119,7 +126,8 @@ class ModelHost:
         check_name(name)
         if name in self.names():
             raise OpenAIError(409, f"a model named {name!r} is already served", param="name", code="conflict")
-        check_adapter_folder(path)
+        label = label or path
+        check_adapter_folder(path, label)
         from peft import PeftModel
 
         try:
@@ -127,21 +135,25 @@ class ModelHost:
                 self._peft = PeftModel.from_pretrained(self._base, path, adapter_name=name)
             else:
                 self._peft.load_adapter(path, adapter_name=name)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        except Exception as exc:  # safetensors, peft and torch each raise their own types for a bad file
+            log.warning("loading adapter %r from %s failed", name, path, exc_info=True)
             self._forget_failed(name)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OpenAIError(400, f"{path}: cannot load this adapter on {self.base_name}: {first}",
-                              param="path") from None
+            raise OpenAIError(400, f"{label}: cannot load this adapter on {self.base_name}: its files are damaged "
+                              f"or it was trained for another model ({type(exc).__name__})", param="path") from None
         self._peft.eval()
         self.adapters[name] = path
 
     def _forget_failed(self, name: str) -> None:
         """Remove what a failed load left behind (peft registers the name before loading weights)."""
-        if self._peft is not None and name in self._peft.peft_config:
+        if self._peft is None:
+            return
+        if name in self._peft.peft_config:
             if len(self._peft.peft_config) == 1:
                 self._base, self._peft = self._peft.unload(), None
-            else:
-                self._peft.delete_adapter(name)
+                return
+            self._peft.delete_adapter(name)
+        if self.adapters and self._peft.active_adapter not in self.adapters:
+            self._peft.set_adapter(next(iter(self.adapters)))
 
     def unload_adapter(self, name: str) -> None:
         """Remove an adapter; the last one leaves the plain base model (hold :attr:`lock`).

@@ -7,12 +7,17 @@ only at their neutral value, so a client that sends ``presence_penalty: 0`` work
 while one that relies on a penalty gets a clear 400 instead of a silent no-op.
 Every error leaves the server as OpenAI's error object
 ``{"error": {"message", "type", "param", "code"}}``.
+
+Every string and list has a length limit, and numbers a range that the code
+behind them can take (a seed fits in 64 bits, a ``logit_bias`` key is ASCII
+digits), so unexpected values are answered 400 naming the parameter, not 500.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -45,17 +50,39 @@ class OpenAIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+# How pydantic names the members of a union in an error's location (``stop.str``, ``stop.constrained-str``).
+UNION_TAGS = frozenset({"str", "list[str]", "list[TextPart]", "constrained-str", "list[constrained-str]"})
+
+
 def validation_error(exc: ValidationError | Any) -> OpenAIError:
     """A 400 naming every invalid field, from a pydantic or FastAPI validation error."""
     problems, first = [], None
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if p != "body"]
         # Union members appear in the location (``stop.str``); the field path is what users recognise.
-        field = ".".join(p for p in loc if p not in {"str", "list[str]", "list[TextPart]"})
+        field = ".".join(p for p in loc if p not in UNION_TAGS)
         first = first or field or None
         message = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own checks
         problems.append(f"{field}: {message}" if field else message)
     return OpenAIError(400, "; ".join(problems), param=first, code="invalid_value")
+
+
+MAX_TEXT = 1 << 20  # characters in one message, prompt or stop sequence (the body is capped at 2 MiB anyway)
+MAX_MESSAGES = 4096
+MAX_PARTS = 256
+MAX_BIAS = 300  # OpenAI's own limit on logit_bias entries
+MAX_ID = 10**9  # larger than any vocabulary; keeps int() of a key cheap
+TOKEN_ID = re.compile(r"[0-9]{1,10}")  # ASCII digits only: str.isdigit() also accepts "²" and "٣"
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Stops = Annotated[list[Text], Field(max_length=16)]  # over 4 is refused with its own message below
+
+
+def internal_error() -> OpenAIError:
+    """The 500 a client sees for a failure it did not cause: no internal detail (that goes to the log)."""
+    return OpenAIError(500, "The server had an error while processing your request; the details are in its log",
+                       type="server_error", code="internal_error")
 
 
 class _Request(BaseModel):
@@ -63,17 +90,17 @@ class _Request(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    model: str = Field(max_length=256)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_ID)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     n: int = 1
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: Text | Stops | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # what torch.manual_seed takes
     stream: bool = False
     stream_options: StreamOptions | None = None
-    logit_bias: dict[str, float] | None = None
-    user: str | None = None
+    logit_bias: dict[str, float] | None = Field(None, max_length=MAX_BIAS)
+    user: str | None = Field(None, max_length=256)
 
     @model_validator(mode="before")
     @classmethod
@@ -105,14 +132,16 @@ class _Request(BaseModel):
             raise ValueError("at most 4 stop sequences")
         if any(not s for s in stops):
             raise ValueError("stop sequences must not be empty")
+        if any(len(s) > 1000 for s in stops):
+            raise ValueError("a stop sequence may have at most 1000 characters")
         return stops
 
     @field_validator("logit_bias")
     @classmethod
     def _bias(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
         for token, value in (bias or {}).items():
-            if not token.isdigit():
-                raise ValueError(f"keys are token ids, got {token!r}")
+            if not TOKEN_ID.fullmatch(token) or int(token) > MAX_ID:
+                raise ValueError(f"keys are token ids written in ASCII digits, got {token[:20]!r}")
             if not -100 <= value <= 100:
                 raise ValueError(f"bias for token {token} must be between -100 and 100")
         return bias
@@ -129,13 +158,13 @@ class StreamOptions(BaseModel):
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: str = Field(max_length=MAX_TEXT)
 
 
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
+    name: str | None = Field(None, max_length=256)
 
     def as_record(self) -> dict:
         """The message as the chat template expects it: a role and plain text."""
@@ -144,8 +173,8 @@ class ChatMessage(BaseModel):
 
 
 class ChatRequest(_Request):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_ID)
 
     @property
     def token_limit(self) -> int | None:
@@ -153,8 +182,8 @@ class ChatRequest(_Request):
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for text completions
+    prompt: Text | Annotated[list[Text], Field(max_length=16)]
+    max_tokens: int | None = Field(16, ge=1, le=MAX_ID)  # OpenAI's default for text completions
 
     @field_validator("prompt")
     @classmethod

@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from ayar.errors import AyarError
+from ayar.fsutil import check_distinct
 from ayar.recipe import Recipe
 from ayar.train.batching import pack, padding_fraction
 from ayar.train.checkpoint import complete_checkpoints
@@ -80,6 +81,22 @@ def recipe_changes(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in RESUME_MAY_CHANGE and a.get(k) != b.get(k)]
+
+
+RUN_OUTPUTS = ("adapter", "model", "checkpoints", "metrics.jsonl", "summary.json", "recipe.yaml", "manifest.json")
+
+
+def check_run_paths(recipe: Recipe) -> None:
+    """Refuse an output_dir whose files (replaced or deleted by a run) would be the data or model it reads.
+
+    Raises:
+        AyarError: e.g. ``data.train`` inside ``output_dir/adapter``, or ``model.path`` equal to ``output_dir/model``.
+    """
+    out = Path(recipe.output_dir)
+    m, d = recipe.model, recipe.data
+    inputs = {"data.train": d.train, "data.val": d.val, "model.init_adapter": m.init_adapter,
+              "model.path": m.path if Path(m.path).expanduser().exists() else None}
+    check_distinct(inputs, {f"output_dir {out / name}": out / name for name in RUN_OUTPUTS})
 
 
 def plan_resume(recipe: Recipe, *, resume: bool, overwrite: bool) -> Path | None:
@@ -191,6 +208,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
 
     started = utc_now()
     out = Path(recipe.output_dir)
+    check_run_paths(recipe)
     resume_from = plan_resume(recipe, resume=resume, overwrite=overwrite)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
     amp = autocast_dtype(recipe.train.precision, accelerator.device)

@@ -2,7 +2,10 @@
 
 The output (and the report and rejects files) are written to a temporary file
 next to the destination and moved into place with ``os.replace``, so a failed
-run never leaves a half-written file. Nothing written holds an original
+run never leaves a half-written file. No output may be the input or another
+output (checked on resolved paths before anything is read), and the vault is
+saved before the output is moved into place: redacted data never exists
+without the record of what it replaced. Nothing written holds an original
 value: the report counts entity types and quotes redacted snippets only, and
 the rejects file lists dropped records by line number and entity types.
 """
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import AyarError
-from ...fsutil import atomic_write
+from ...fsutil import atomic_write, check_distinct
 from .config import RedactionConfig
 from .engine import Finding, Redactor, field_texts
 
@@ -89,14 +92,17 @@ def redact_jsonl(
         with line and field), ``seconds`` and ``records_per_second``.
 
     Raises:
-        AyarError: the input cannot be read, or lines are not JSON objects (all such lines
-            are listed as ``file:line``; no output is written).
+        AyarError: the input cannot be read, an output path is the input or another output,
+            or lines are not JSON objects (all such lines are listed as ``file:line``; no output
+            is written).
     """
     in_path, out_path = Path(in_path), Path(out_path)
     redactor = redactor or Redactor(config)
     config = redactor.config
     if not in_path.is_file():
         raise AyarError(f"{in_path}: input file not found")
+    check_distinct({"input": in_path}, {"output": out_path, "--report": report_path, "--rejects": rejects_path,
+                                        "vault": config.vault_path})
     started = time.perf_counter()
     report = _Report(config.report_examples)
     problems: list[str] = []
@@ -144,6 +150,10 @@ def redact_jsonl(
                             + "\n  ".join(listed) + (f"\n  ... and {more} more" if more else ""))
         if batch:
             flush()
+        vault_entries = redactor.save_vault()  # before the output is committed, never after
+        if rejects_path is not None:
+            with atomic_write(Path(rejects_path)) as f:
+                f.writelines(json.dumps(r) + "\n" for r in rejects)
 
     seconds = time.perf_counter() - started
     summary = {
@@ -158,11 +168,8 @@ def redact_jsonl(
         "examples": report.examples,
         "seconds": round(seconds, 3),
         "records_per_second": round(report.records / seconds, 1) if seconds > 0 else None,
-        "vault_entries": redactor.save_vault(),
+        "vault_entries": vault_entries,
     }
-    if rejects_path is not None:
-        with atomic_write(Path(rejects_path)) as f:
-            f.writelines(json.dumps(r) + "\n" for r in rejects)
     if report_path is not None:
         with atomic_write(Path(report_path)) as f:
             json.dump(summary, f, ensure_ascii=False, indent=2)
