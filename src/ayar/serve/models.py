@@ -128,13 +128,14 @@ class ModelHost:
             raise OpenAIError(409, f"a model named {name!r} is already served", param="name", code="conflict")
         label = label or path
         check_adapter_folder(path, label)
-        from peft import PeftModel
+        from peft import PeftConfig, PeftModel
 
         try:
-            if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self._base, path, adapter_name=name)
-            else:
-                self._peft.load_adapter(path, adapter_name=name)
+            if self._peft is None:  # wrap first, so a failed weight load can be undone with unload()
+                config = PeftConfig.from_pretrained(path)
+                config.inference_mode = True
+                self._peft = PeftModel(self._base, config, adapter_name=name)
+            self._peft.load_adapter(path, adapter_name=name)
         except Exception as exc:  # safetensors, peft and torch each raise their own types for a bad file
             log.warning("loading adapter %r from %s failed", name, path, exc_info=True)
             self._forget_failed(name)
