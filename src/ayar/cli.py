@@ -241,6 +241,46 @@ def data_redact(
                   f"{result['records_dropped']} dropped; found: {counts}; wrote {dst}", markup=False)
 
 
+def _passphrase(env: str | None, confirm: bool) -> str:
+    if env:
+        value = os.environ.get(env, "")
+        if not value:
+            raise AyarError(f"--passphrase-env {env}: the environment variable {env} is unset or empty")
+        return value
+    return typer.prompt("vault passphrase", hide_input=True, confirmation_prompt=confirm)
+
+
+@data_app.command("vault-keygen")
+def data_vault_keygen(
+    folder: Annotated[Path, typer.Argument(help="Where to write vault_public.key and vault_private.key.")],
+    passphrase_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding the passphrase; default: asked for on the terminal.")] = None,
+) -> None:
+    """Create the data-protection officer's key pair for PII vaults (the public key goes in pii.vault_public_key)."""
+    from ayar.data.pii.vault import write_keypair
+
+    public, private = write_keypair(folder, _passphrase(passphrase_env, confirm=True))
+    console.print(f"wrote {public} (give it to whoever runs prepare) and {private} (the DPO keeps it; it opens "
+                  "every vault sealed to the public key)", markup=False)
+
+
+@data_app.command("vault-lookup")
+def data_vault_lookup(
+    vault: Annotated[Path, typer.Argument(help="The PII vault file.")],
+    key: Annotated[Path, typer.Option(help="The DPO's vault_private.key.")],
+    replacement: Annotated[str | None, typer.Argument(help="A pseudonym or hash to look up; default: all.")] = None,
+    passphrase_env: Annotated[str | None, typer.Option(help="Environment variable holding the passphrase.")] = None,
+) -> None:
+    """Show which originals a pseudonym or hash stands for (authorised re-identification; prints personal data)."""
+    import json
+
+    from ayar.data.pii.vault import read_private_key, read_vault
+
+    entries = read_vault(vault, read_private_key(key, _passphrase(passphrase_env, confirm=False)))
+    found = {e: {f: o for f, o in by_fake.items() if replacement in (None, f)} for e, by_fake in entries.items()}
+    print(json.dumps({e: m for e, m in found.items() if m}, ensure_ascii=False, indent=2))
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data, models, recipes and results.")] = Path(

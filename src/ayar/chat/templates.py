@@ -66,6 +66,15 @@ TEMPLATES: dict[str, ChatTemplate] = {
 }
 
 
+@cache
+def known_special_text() -> tuple[str, ...]:
+    """Control-token spellings of the bundled templates and of other common formats (``special_tokens.txt``)."""
+    listed = resources.files("ayar.chat").joinpath("special_tokens.txt").read_text("utf-8").splitlines()
+    bundled = [s for t in TEMPLATES.values() for s in (*t.special_tokens, t.end_of_turn, t.bos) if s]
+    found = {line.strip() for line in listed if line.strip() and not line.startswith("#")} | set(bundled)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
 def get_template(name: str) -> ChatTemplate:
     """Return the bundled template ``name``.
 

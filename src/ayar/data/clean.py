@@ -28,7 +28,8 @@ from ayar.data.pii.gazetteer import tr_lower, tr_upper
 from ayar.data.prepare_config import CleanConfig, LengthConfig
 from ayar.errors import AyarError
 
-__all__ = ["LengthFilter", "clean_record", "clean_text", "empty_turn", "tr_casefold", "tr_lower", "tr_upper"]
+__all__ = ["LengthFilter", "clean_record", "clean_text", "empty_turn", "special_text", "tr_casefold", "tr_lower",
+           "tr_upper"]
 
 # Control characters except tab and newline, plus invisible format characters that only hide text:
 # zero-width space, word joiner, BOM, soft hyphen, bidi controls. ZWJ/ZWNJ stay (emoji, scripts).
@@ -73,6 +74,22 @@ def empty_turn(record: Record) -> RecordError | None:
         return None
     if not record.text.strip():
         return RecordError("empty_text", "the text is empty")
+    return None
+
+
+def special_text(record: Record, config: CleanConfig) -> RecordError | None:
+    """With ``special_tokens: reject``, the problem when a text spells a chat control token, else None.
+
+    The detail names the field and the token, never the surrounding text.
+    """
+    if config.special_tokens != "reject":
+        return None
+    from ayar.chat.templates import known_special_text
+
+    for label, text in record_texts(record):
+        for token in known_special_text():
+            if token in text:
+                return RecordError("special_token", f"the {label} text holds the control token {token!r}")
     return None
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ayar.data.card import PiiTally, Rejects, dedup_report, leakage_report, render_card, split_report, stats
-from ayar.data.clean import LengthFilter, clean_record, empty_turn, token_counter
+from ayar.data.clean import LengthFilter, clean_record, empty_turn, special_text, token_counter
 from ayar.data.dedup import deduplicate, duplicate_pairs, exact_key, signatures
 from ayar.data.formats import (
     CONVERTERS,
@@ -108,13 +108,15 @@ def _check_outputs(sources: list[Source], out_dir: Path, section: PrepareSection
         if out_dir.resolve() == source.path.resolve():
             raise AyarError(f"prepare.output_dir: writing to {out_dir} would overwrite the source {source.path}; "
                             "choose another output_dir")
-    vault = section.pii.vault_path if section.pii is not None else None
+    def pii_path(key: str) -> Path | None:
+        value = getattr(section.pii, key) if section.pii is not None else None
+        return resolve_path(str(value), base_dir) if value is not None else None
+
     outputs: dict[str, Path | None] = {f"prepare.output_dir: {name}": out_dir / name
                                        for name in (*OUTPUTS, "manifest.json", "data_card.md")}
-    outputs["prepare.pii.vault_path"] = resolve_path(str(vault), base_dir) if vault is not None else None
-    secret = section.pii.secret_file if section.pii is not None else None
+    outputs["prepare.pii.vault_path"] = pii_path("vault_path")
     inputs: dict[str, Path | None] = {f"source {s.name}": s.path for s in sources}
-    inputs["prepare.pii.secret_file"] = resolve_path(str(secret), base_dir) if secret is not None else None
+    inputs.update({f"prepare.pii.{k}": pii_path(k) for k in ("secret_file", "vault_public_key")})
     check_distinct(inputs, outputs)
 
 
@@ -179,7 +181,8 @@ class _Run:
         self.length = LengthFilter(section.length, base_dir)
         pii = section.pii
         if pii is not None:  # key and vault files, like every path in a recipe, are relative to its folder
-            pii = pii.model_copy(update={k: resolve_path(str(v), base_dir) for k in ("secret_file", "vault_path")
+            keys = ("secret_file", "vault_path", "vault_public_key")
+            pii = pii.model_copy(update={k: resolve_path(str(v), base_dir) for k in keys
                                          if (v := getattr(pii, k)) is not None})
         self.workers = section.workers or min(os.cpu_count() or 1, AUTO_WORKERS)
         self.redaction = Redaction(pii, self.workers)
@@ -245,7 +248,7 @@ class _Run:
             return None
         self.valid += 1
         record = clean_record(record, self.section.clean)
-        problem = empty_turn(record) or self.length.check(record)
+        problem = empty_turn(record) or special_text(record, self.section.clean) or self.length.check(record)
         if problem is not None:
             self.rejects.add(s, number, "clean", problem.code, problem.detail)
             return None

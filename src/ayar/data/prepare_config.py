@@ -59,6 +59,10 @@ class CleanConfig(Section):
     whitespace: bool = Field(True, description=(
         "Collapse runs of spaces, trim lines, keep at most one blank line, strip both ends; "
         "non-breaking spaces become spaces."))
+    special_tokens: Literal["keep", "reject"] = Field("keep", description=(
+        "Text that spells a chat control token (<|im_start|>, <|eot_id|>, [INST], ...): keep leaves it as text "
+        "(ayar tokenises it as text, so it cannot forge a turn); reject drops the record (reason special_token), "
+        "for data that other tools may tokenise naively."))
 
 
 class LengthConfig(Section):

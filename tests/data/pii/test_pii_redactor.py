@@ -8,12 +8,14 @@ import re
 from typing import get_args
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import ValidationError
 
 from ayar.data.pii import PLACEHOLDERS, RedactionConfig, read_vault
 from ayar.data.pii.checksums import iban_is_valid, luhn_is_valid, tckn_is_valid, vkn_is_valid
 from ayar.data.pii.config import EntityName
 from ayar.data.pii.fakes import harmony_class
+from ayar.data.pii.vault import read_private_key, write_keypair
 from ayar.errors import AyarError
 
 TEXT = ("Ben Ayşe Yılmaz, TC 10000000146. Ayşe'nin telefonu 0532 123 45 67, IBAN TR33 0006 1005 1978 6457 8413 26, "
@@ -139,25 +141,25 @@ def test_secret_from_env_or_file(analyzer, monkeypatch, tmp_path, secrets):
         Redactor(RedactionConfig(default_operator="hash", secret_file=tmp_path / "missing.key"), analyzer=analyzer)
 
 
-def test_vault_maps_fakes_back(make_redactor, tmp_path, secrets):
-    secret, other_secret = secrets
+def test_vault_maps_fakes_back(make_redactor, tmp_path):
+    public, private = write_keypair(tmp_path / "dpo", "correct horse battery")
+    dpo, other = read_private_key(private, "correct horse battery"), X25519PrivateKey.generate()
     vault = tmp_path / "vault.bin"
-    redactor = make_redactor(default_operator="pseudonymize", vault_path=vault)
+    redactor = make_redactor(default_operator="pseudonymize", vault_path=vault, vault_public_key=public)
     out, findings = redactor.redact_text("TC 10000000146, Ayşe Yılmaz")
     assert redactor.save_vault() == 2
     fake_tckn = out[findings[0].output_start:findings[0].output_end]
-    content = read_vault(vault, secret.encode())
+    content = read_vault(vault, dpo)
     assert content["TCKN"][fake_tckn] == ["10000000146"]
     assert b"10000000146" not in vault.read_bytes()
     assert os.stat(vault).st_mode & 0o777 == 0o600
-    with pytest.raises(AyarError, match="cannot decrypt"):
-        read_vault(vault, other_secret.encode())
-    make_redactor(default_operator="pseudonymize", vault_path=vault).redact_text("VKN 1234567890")
-    # A second run merges into the same vault.
-    second = make_redactor(default_operator="pseudonymize", vault_path=vault)
+    with pytest.raises(AyarError, match="sealed to another key"):
+        read_vault(vault, other)
+    # A second run appends to the same vault.
+    second = make_redactor(default_operator="pseudonymize", vault_path=vault, vault_public_key=public)
     second.redact_text("vergi no 1234567890")
     second.save_vault()
-    assert set(read_vault(vault, secret.encode())) == {"TCKN", "PERSON", "VKN"}
+    assert set(read_vault(vault, dpo)) == {"TCKN", "PERSON", "VKN"}
 
 
 def test_config_is_validated():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Entity type -> placeholder written by the ``mask`` operator (and the label of ``hash``).
 PLACEHOLDERS: dict[str, str] = {
@@ -55,9 +55,20 @@ class RedactionConfig(BaseModel):
     score_threshold: float = Field(0.5, ge=0.0, le=1.0, description=(
         "Minimum recognizer score to redact. Scores are tuned for 0.5: below 0.35 a VKN, an ungrouped "
         "card number or a date is redacted even without a context word."))
-    vault_path: Path | None = Field(None, description="Encrypted file mapping fakes and hashes back to originals.")
+    vault_path: Path | None = Field(None, description=(
+        "Encrypted file mapping fakes and hashes back to originals, sealed to `vault_public_key`: only the "
+        "holder of the matching private key (the data-protection officer) can read it."))
+    vault_public_key: Path | None = Field(None, description=(
+        "The data-protection officer's public key file (`ayar data vault-keygen`); needed with vault_path."))
     report_examples: int = Field(5, ge=0, le=50, description="Redacted example snippets kept in the report.")
     batch_size: int = Field(256, ge=1, le=100_000, description="Records analysed per batch.")
+
+    @model_validator(mode="after")
+    def _vault_key(self) -> RedactionConfig:
+        if self.vault_path is not None and self.vault_public_key is None:
+            raise ValueError("vault_path needs vault_public_key: the vault is sealed to the data-protection "
+                             "officer's public key (create a pair with `ayar data vault-keygen`)")
+        return self
 
     @field_validator("entities")
     @classmethod

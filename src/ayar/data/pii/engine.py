@@ -46,7 +46,7 @@ from .recognizers import (
     TcknRecognizer,
     VknRecognizer,
 )
-from .vault import PseudonymVault
+from .vault import PseudonymVault, read_public_key
 
 _MAY_HOLD_PII = re.compile(r"[\d\p{Lu}@:\s]")
 NLP_RELOAD_EVERY = 200_000  # texts between two reloads of the blank spaCy pipeline
@@ -178,7 +178,8 @@ class Redactor:
         analyzer: a prebuilt analyzer from :func:`build_analyzer` (building one takes ~0.1 s).
 
     Raises:
-        AyarError: pseudonymize or hash is configured and there is no secret, or it is too short.
+        AyarError: pseudonymize or hash is configured and there is no secret, or it is too short;
+            or the vault's public key cannot be read.
     """
 
     def __init__(self, config: RedactionConfig | None = None, *, secret: str | bytes | None = None,
@@ -197,6 +198,8 @@ class Redactor:
         self._anonymizer = AnonymizerEngine()
         self._operators = {e: OperatorConfig("custom", {"lambda": partial(self._replace, e)}) for e in ENTITIES}
         self.vault = PseudonymVault()
+        # Read now, so a missing or bad key stops the run before any record is redacted.
+        self._vault_key = read_public_key(self.config.vault_public_key) if self.config.vault_path else None
         self._texts_since_reload = 0
 
     def _replace(self, entity: str, value: str) -> str:
@@ -287,5 +290,5 @@ class Redactor:
         """Write the collected replacement -> original pairs to ``config.vault_path``; returns how many."""
         if self.config.vault_path is None or not len(self.vault):
             return 0
-        self.vault.save(self.config.vault_path, self._secret)
+        self.vault.save(self.config.vault_path, self._vault_key)
         return len(self.vault)
