@@ -35,4 +35,4 @@ def test_data_redact_masks_and_reports(tmp_path):
         assert secret not in out and secret not in report.read_text(encoding="utf-8")
     assert "[TCKN]" in out and "[TELEFON]" in out and "[E_POSTA]" in out
     same = runner.invoke(app, ["data", "redact", str(src), str(src)])
-    assert isinstance(same.exception, AyarError) and "refusing to overwrite the input" in str(same.exception)
+    assert isinstance(same.exception, AyarError) and "would overwrite the input" in str(same.exception)

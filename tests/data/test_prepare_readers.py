@@ -96,7 +96,8 @@ def test_whole_file_problems_raise_data_errors(tmp_path):
         list(iter_records(bad))
     unknown = tmp_path / "u.jsonl"
     unknown.write_text('{"soru": "a", "cevap": "b"}\n', encoding="utf-8")
-    with pytest.raises(DataError, match="cannot tell the format from the fields soru, cevap"):
+    with pytest.raises(DataError, match=r"cannot tell the format from 2 field\(s\): 2 unrecognised field\(s\) at "
+                                        r"position\(s\) 1, 2"):
         open_source(SourceConfig(path=str(unknown)), tmp_path)
     assert open_source(SourceConfig(path=str(unknown), columns={"prompt": "soru", "completion": "cevap"}),
                        tmp_path).format == "prompt_completion"

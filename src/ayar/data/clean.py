@@ -87,9 +87,9 @@ def special_text(record: Record, config: CleanConfig) -> RecordError | None:
     from ayar.chat.templates import known_special_text
 
     for label, text in record_texts(record):
-        for token in known_special_text():
-            if token in text:
-                return RecordError("special_token", f"the {label} text holds the control token {token!r}")
+        found = [(at, token) for token in known_special_text() if (at := text.find(token)) >= 0]
+        if found:
+            return RecordError("special_token", f"the {label} text holds the control token {min(found)[1]!r}")
     return None
 
 

@@ -76,6 +76,10 @@ _SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("prompt_completion", ("prompt", "completion")),
     ("text", ("text",)),
 )
+# Field names that may be shown in messages: those of the formats, and common companions. Anything else a
+# record calls a field may be data (a CSV without a header row makes its first record the "field names").
+KNOWN_FIELDS = frozenset({f for _, fields in _SIGNATURES for f in fields} | {
+    "input", "system", "response", "id", "meta", "source", "label", "category", "group", "language"})
 KIND_OF_FORMAT = {"messages": "conversation", "sharegpt": "conversation", "alpaca": "conversation",
                   "prompt_completion": "conversation", "preference": "preference", "kto": "kto", "text": "text"}
 KIND_OF_RECORD = {Conversation: "conversation", Preference: "preference", KtoExample: "kto", Text: "text"}

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ayar.data.formats import KIND_OF_FORMAT, RecordError, apply_columns, detect_format
+from ayar.data.formats import KIND_OF_FORMAT, KNOWN_FIELDS, RecordError, apply_columns, detect_format
 from ayar.data.prepare_config import SourceConfig
 from ayar.errors import AyarError, DataError
 
@@ -250,12 +250,27 @@ def open_source(config: SourceConfig, base_dir: Path) -> Source:
         fmt = detect_format(apply_columns(raw, config.columns))
         if fmt is None:
             line, row = (number, "") if unit_of(container) == "line" else (None, f"row {number}: ")
-            raise DataError(str(path), line, f"{row}cannot tell the format from the fields "
-                            f"{', '.join(map(str, raw)) or '(none)'}",
-                            "set `format:` (messages, sharegpt, alpaca, prompt_completion, preference, kto, text) "
-                            "and `columns:` for this source")
+            header = " (a CSV/TSV file needs a header row naming its columns)" if container in ("csv", "tsv") else ""
+            raise DataError(str(path), line, f"{row}cannot tell the format from {describe_fields(raw, config.columns)}"
+                            f"{header}", "set `format:` (messages, sharegpt, alpaca, prompt_completion, preference, "
+                            "kto, text) and `columns:` for this source")
         return Source(config, path, name, container, fmt, detected=True)
     raise DataError(str(path), None, "no readable record", "check the file is not empty and is UTF-8 JSON/CSV")
+
+
+def describe_fields(raw: dict[str, Any], columns: dict[str, str]) -> str:
+    """The fields of a record for an error message: known names, and the others only counted by position.
+
+    An unrecognised field name may be a value (the first row of a CSV without a header), so it is never quoted.
+    """
+    known = KNOWN_FIELDS | set(columns.values()) | set(columns)
+    names = [str(k) for k in raw]
+    shown = [n for n in names if n in known]
+    hidden = [str(i) for i, n in enumerate(names, start=1) if n not in known]
+    parts = [f"known field(s) {', '.join(shown)}"] if shown else []
+    if hidden:
+        parts.append(f"{len(hidden)} unrecognised field(s) at position(s) {', '.join(hidden)}")
+    return f"{len(names)} field(s): " + ("; ".join(parts) if parts else "none")
 
 
 def common_kind(sources: list[Source]) -> str:
