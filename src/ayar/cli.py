@@ -417,6 +417,14 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except OSError as exc:  # a full disk, a read-only folder: one line, not a traceback
+        if exc.errno is None:
+            raise
+        from ayar.fsutil import os_error_advice
+
+        console.print(f"error: {os_error_advice(exc, Path(exc.filename or '.').parent, during='ayar')}",
+                      style="red", markup=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ rename itself survives a power cut. A reader sees the old file or the new one.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,3 +105,57 @@ def check_distinct(inputs: dict[str, str | Path | None], outputs: dict[str, str 
             if _within(outs[first], outs[second]) or _within(outs[second], outs[first]):
                 raise AyarError(f"{first} and {second} are the same path ({outs[first]}); nothing was written. "
                                 "Give each output its own path")
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file under ``folder`` and every folder in it, so a rename of ``folder`` publishes whole files."""
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb") as fh:
+                os.fsync(fh.fileno())
+    for sub in [p for p in folder.rglob("*") if p.is_dir()] + [folder]:
+        fsync_dir(sub)
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Move a finished folder ``tmp`` to ``final`` (replacing it), never leaving neither in place.
+
+    ``tmp`` is fsynced first; an existing ``final`` is moved aside, not deleted, until the new one is in.
+    """
+    fsync_tree(tmp)
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def os_error_advice(exc: OSError, folder: str | Path, *, during: str, free_hint: str = "") -> str:
+    """One line saying what an operating-system error means for the user and what to do.
+
+    Args:
+        exc: the error (``exc.errno`` decides the advice).
+        folder: the folder being written.
+        during: what was being done ("training", "export").
+        free_hint: what the user can delete or lower to make room.
+    """
+    where = str(exc.filename) if exc.filename else str(folder)
+    if exc.errno in _SPACE:
+        try:
+            free = f"{shutil.disk_usage(folder if Path(folder).exists() else Path(folder).parent).free / 2**30:.1f} GiB"
+        except OSError:
+            free = "unknown"
+        return (f"{during} stopped: no space left on the disk holding {folder} (writing {where}; {free} free now). "
+                f"Free space{f' ({free_hint})' if free_hint else ''} and run the same command again")
+    if exc.errno in _ACCESS:
+        return (f"{during} stopped: cannot write {where} ({exc.strerror}); make {folder} writable or choose "
+                "another folder")
+    return f"{during} stopped: {exc.strerror or exc} ({where})"

@@ -16,7 +16,6 @@ recipe is unchanged; a changed recipe is refused with the list of changes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ import torch
 import yaml
 
 from ayar.errors import AyarError
-from ayar.fsutil import check_distinct
+from ayar.fsutil import atomic_write, check_distinct, os_error_advice, replace_folder
 from ayar.recipe import Recipe
 from ayar.train.batching import pack, padding_fraction
 from ayar.train.checkpoint import complete_checkpoints
@@ -169,13 +168,11 @@ def check_packing(model, pad_id: int) -> None:
 
 
 def _save_atomically(out: Path, name: str, save) -> Path:
-    """Call ``save(tmp_dir)`` then rename to ``out/name``, so a crash never leaves a half-written folder."""
+    """Call ``save(tmp_dir)``, fsync it, then rename it to ``out/name``: a crash never leaves a half-written folder."""
     final, tmp = out / name, out / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    replace_folder(tmp, final)
     return final
 
 
@@ -197,8 +194,21 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     Raises:
         AyarError: bad data, a model that cannot be loaded, an output folder that
             already holds a finished run, a changed recipe on resume, divergence,
-            out of memory, or an interruption (after checkpointing).
+            out of memory, an interruption (after checkpointing), or an operating-system
+            error such as a full disk (one line saying what to free).
     """
+    try:
+        return _train(recipe, overwrite=overwrite, resume=resume)
+    except OSError as exc:
+        if exc.errno is None:  # not the operating system's (e.g. a model that cannot be found): as it was
+            raise
+        out = Path(recipe.output_dir)
+        raise AyarError(os_error_advice(
+            exc, out, during="training", free_hint=f"old runs, or checkpoints under {out / 'checkpoints'}: "
+            "train.keep_checkpoints keeps fewer; the run resumes from its last complete checkpoint")) from None
+
+
+def _train(recipe: Recipe, *, overwrite: bool, resume: bool) -> TrainedRun:
     from accelerate import Accelerator
 
     from ayar.govern.manifest import MANIFEST_NAME, build_manifest, utc_now, write_json_atomic
@@ -331,13 +341,25 @@ def _reference_key(recipe: Recipe, amp, dtype) -> dict:
 
 
 def _trim_metrics(path: Path, resume_from: Path | None) -> None:
-    """Start metrics.jsonl afresh, or keep only the lines up to the step being resumed from."""
+    """Start metrics.jsonl afresh, or keep only the lines up to the step being resumed from.
+
+    The file is rewritten atomically (a crash now leaves the old or the new one); a line a
+    crash tore in two (the last one, being written) is dropped, not fatal.
+    """
     if resume_from is None or not path.exists():
         path.unlink(missing_ok=True)
         return
     step = int(resume_from.name.split("-")[1])
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
-    path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # torn by a crash mid-write
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line)
+    with atomic_write(path) as fh:
+        fh.writelines(f"{line}\n" for line in kept)
 
 
 def _save_outputs(out: Path, model, tokenizer, full: bool) -> None:
