@@ -140,10 +140,19 @@ def encode_prompt(tokenizer, messages: Sequence[Mapping]) -> list[int]:
     return encode_text(tokenizer, messages, text, add_generation_prompt=True)[0]
 
 
-def special_strings(tokenizer) -> list[str]:
-    """Every added token's text (control tokens and other special tokens), longest first."""
+def special_ids(tokenizer) -> set[int]:
+    """Ids of the added tokens marked special: those ``split_special_tokens`` turns back into text.
+
+    Added tokens that are not special (Gemma's whitespace runs, for example) are ordinary text pieces.
+    """
     decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    return sorted({str(t) for t in decoder.values() if str(t)}, key=len, reverse=True)
+    return {i for i, t in decoder.items() if getattr(t, "special", True)}
+
+
+def special_strings(tokenizer) -> list[str]:
+    """Every special token's text (the template's control tokens and the others), longest first."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return sorted({str(decoder[i]) for i in special_ids(tokenizer) if str(decoder[i])}, key=len, reverse=True)
 
 
 def encode_text(tokenizer, messages: Sequence[Mapping], text: str, *, add_generation_prompt: bool = False
@@ -216,11 +225,11 @@ def _split_forged(tokenizer, text: str, ids: list[int], offsets: list[tuple[int,
                   spans: list[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:
     """Re-tokenise, with special tokens split, each stretch between control tokens that holds forged ones.
 
-    An added token is a control token when it starts outside every content span;
+    A special token is a control token when it starts outside every content span;
     the tokenizer cuts the text at added tokens and tokenises the stretches between
     them independently, so re-tokenising one stretch leaves the others unchanged.
     """
-    added = set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    added = special_ids(tokenizer)
 
     def inside(k: int) -> bool:
         return any(a <= offsets[k][0] < b for a, b in spans)
