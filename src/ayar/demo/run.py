@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ayar.demo.products import corpus_texts, system_prompt, product_splits, write_jsonl
+from ayar.demo.products import corpus_texts, product_splits, system_prompt, write_jsonl
 from ayar.ui import console
 
 # Sizes chosen so the whole demo runs in a few minutes on a 2-core CPU.
