@@ -259,3 +259,48 @@ def test_queued_requests_of_clients_that_left_are_dropped(guarded):
         release.set()
         guarded.engine.before_job = None
     assert len(served) == 1  # the worker never started the abandoned request
+
+
+def test_a_huge_prompt_is_refused_from_its_prefix(guarded):
+    from ayar.serve import app as serve_app
+    from ayar.serve.protocol import OpenAIError
+
+    tokenizer, context = guarded.host.tokenizer, guarded.host.context_length
+    seen = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+        def __call__(self, text, **kwargs):
+            seen.append(len(text))
+            return tokenizer(text, **kwargs)
+
+    huge = [{"role": "user", "content": "masa " * 1_000_000}]  # 5 MB, ~1M tokens
+    with pytest.raises(OpenAIError) as caught:
+        serve_app.chat_prompt_ids(Spy(), huge, context)
+    assert caught.value.code == "context_length_exceeded"
+    assert max(seen) <= serve_app.PROBE_CHARS_PER_TOKEN * context  # never the whole prompt
+
+
+def test_tokenisation_runs_off_the_event_loop(guarded, monkeypatch):
+    from ayar.serve import app as serve_app
+
+    entered, release = threading.Event(), threading.Event()
+    real = serve_app.chat_prompt_ids
+
+    def slow(*args):
+        entered.set()
+        release.wait(timeout=30)
+        return real(*args)
+
+    monkeypatch.setattr(serve_app, "chat_prompt_ids", slow)
+    asking = threading.Thread(target=lambda: api_client(guarded).post(
+        "/v1/chat/completions", json={"model": "llama", "messages": PROMPT, "max_tokens": 1}))
+    asking.start()
+    try:
+        assert entered.wait(timeout=20)
+        assert httpx.get(f"{guarded.url}/health", timeout=5).status_code == 200  # the loop is free meanwhile
+    finally:
+        release.set()
+        asking.join(timeout=30)
