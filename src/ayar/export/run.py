@@ -106,8 +106,8 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
                         "or gguf, which include both")
     out = Path(out_dir) if out_dir is not None else source.run_dir / "export"
     reads = [source.run_dir, *map(Path, extra_adapters)]  # each export folder is replaced whole: none may hold these
-    check_distinct({f"run file {r / n}": r / n for r in reads for n in ("adapter", "model", "recipe.yaml")},
-                   {f"--out {out} (format {f})": out / f for f in formats})
+    check_distinct({f"run's {n} ({r.name})": r / n for r in reads for n in ("adapter", "model", "recipe.yaml")},
+                   {f"the {f} export": out / f for f in formats})
     existing = [str(out / f) for f in formats if (out / f).exists()]
     if existing and not overwrite:
         raise AyarError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or --out elsewhere")
