@@ -75,3 +75,24 @@ def test_a_vault_sealed_to_another_key_is_not_appended_to(vault, tmp_path):
     redactor.redact_text("TC kimlik 10000000146")
     with pytest.raises(AyarError, match="another public key"):
         redactor.save_vault()
+
+
+def test_keygen_and_lookup_commands(vault, keys, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ayar.cli import app
+
+    monkeypatch.setenv("AYAR_TEST_VAULT_PASS", PASSPHRASE)
+    made = CliRunner().invoke(app, ["data", "vault-keygen", str(tmp_path / "k"), "--passphrase-env",
+                                    "AYAR_TEST_VAULT_PASS"])
+    assert made.exit_code == 0, made.output
+    assert {p.name for p in (tmp_path / "k").iterdir()} == {"vault_public.key", "vault_private.key"}
+    shown = CliRunner().invoke(app, ["data", "vault-lookup", str(vault), "--key", str(keys[1]), "--passphrase-env",
+                                     "AYAR_TEST_VAULT_PASS"])
+    assert shown.exit_code == 0, shown.output
+    entries = json.loads(shown.stdout)
+    assert [originals for by_fake in entries.values() for originals in by_fake.values()] == [["10000000146"]]
+    monkeypatch.setenv("AYAR_TEST_VAULT_PASS", SECRET)  # the pseudonym secret is not the passphrase
+    refused = CliRunner().invoke(app, ["data", "vault-lookup", str(vault), "--key", str(keys[1]),
+                                       "--passphrase-env", "AYAR_TEST_VAULT_PASS"])
+    assert isinstance(refused.exception, AyarError) and "wrong passphrase" in str(refused.exception)
