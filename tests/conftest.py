@@ -25,3 +25,10 @@ def tiny_qwen2(tmp_path_factory):
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2", corpus(), arch="qwen2", vocab_size=512,
                             hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=1)
+
+
+@pytest.fixture(autouse=True)
+def _private_ledger(tmp_path_factory, monkeypatch):
+    """Every test records into its own audit ledger, never the user's $AYAR_HOME/ledger.jsonl, unsigned."""
+    monkeypatch.setenv("AYAR_LEDGER", str(tmp_path_factory.mktemp("ledger") / "ledger.jsonl"))
+    monkeypatch.delenv("AYAR_LEDGER_KEY", raising=False)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from ayar.data.prepare_config import PrepareSection
 from ayar.errors import RecipeError
 from ayar.eval.config import EvalSection
+from ayar.govern.config import GateSection, GovernanceSection
 from ayar.section import Section
 
 
@@ -233,6 +234,14 @@ class Recipe(Section):
         None, description="What `ayar eval RUN_DIR` measures: data, metrics, baseline, judge, forgetting and "
         "memorisation audits."
     )
+    governance: GovernanceSection = Field(
+        default_factory=GovernanceSection, description="Purpose, legal basis, retention and the audit ledger "
+        "(KVKK, EU AI Act documentation)."
+    )
+    gate: GateSection | None = Field(
+        None, description="Release gate: conditions on the latest evaluation that `ayar export` and `ayar serve` "
+        "enforce."
+    )
 
     @field_validator("method")
     @classmethod
@@ -268,6 +277,16 @@ class Recipe(Section):
             raise ValueError(f"dpo.label_smoothing applies to the sigmoid and robust losses, not {self.dpo.loss}")
         if self.preference.reference_quantization != "none" and self.preference.reference != "copy":
             raise ValueError("preference.reference_quantization applies to reference: copy only")
+        return self
+
+    @model_validator(mode="after")
+    def _gate_measurable(self) -> Recipe:
+        if self.gate is not None:
+            from ayar.govern.gates import static_problems
+
+            problems = static_problems(self.gate.require, self.gate.metric, self.eval)
+            if problems:
+                raise ValueError("gate.require: " + "; ".join(problems))
         return self
 
     def method_config(self) -> Section | None:
@@ -383,8 +402,11 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     if preference.cache_dir:
         preference = preference.model_copy(update={"cache_dir": resolve(preference.cache_dir)})
     evaluation = recipe.eval.resolved(base) if recipe.eval else None
+    governance = recipe.governance
+    if governance.ledger:
+        governance = governance.model_copy(update={"ledger": resolve(governance.ledger)})
     return recipe.model_copy(update={"data": data, "model": model, "output_dir": resolve(recipe.output_dir),
-                                     "preference": preference, "eval": evaluation})
+                                     "preference": preference, "eval": evaluation, "governance": governance})
 
 
 # ----------------------------------------------------------------------------- error text

@@ -80,7 +80,7 @@ def changed_files(folder: str | Path) -> list[str]:
     """
     root = Path(folder)
     listed = json.loads((root / EXPORT_MANIFEST).read_text(encoding="utf-8"))["files"]
-    present = describe_folder(root, exclude=(EXPORT_MANIFEST,))
+    present = describe_folder(root, exclude=(EXPORT_MANIFEST, "README.md"))  # README.md: the model card
     return sorted(name for name in set(listed) | set(present) if listed.get(name) != present.get(name))
 
 
