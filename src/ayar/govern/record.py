@@ -256,7 +256,7 @@ def run_of(path: str | Path | None) -> Path | None:
 
 
 def record_serve(event: str, *, server: str, name: str, path: str | None, base: str | None = None,
-                 gate=None) -> dict[str, Any]:
+                 gate=None, home: Path | None = None) -> dict[str, Any]:
     """Record an adapter (or base model) loaded into, or unloaded from, a server.
 
     Args:
@@ -264,6 +264,7 @@ def record_serve(event: str, *, server: str, name: str, path: str | None, base: 
         server: an id of this server process (loads and unloads of one server share it).
         name: the name requests use; path: the adapter, model or run folder; base: the base it sits on.
         gate: the release gate's decision for the run served, if any.
+        home: the run whose ledger records loads of folders that belong to no run (the server's target).
     """
     inputs: dict[str, dict] = {}
     run_dir = run_of(path)
@@ -276,7 +277,8 @@ def record_serve(event: str, *, server: str, name: str, path: str | None, base: 
     data = {"server": server, "name": name, "path": str(Path(path).expanduser().resolve()) if path else None,
             "base": base, "run_dir": str(run_dir) if run_dir else None,
             "gate": gate.to_dict() if gate is not None else None}
-    ledger = ledger_for_run(run_dir) if run_dir is not None else open_ledger()
+    owner = run_dir or home
+    ledger = ledger_for_run(owner) if owner is not None else open_ledger()
     return ledger.append(event, data, inputs=inputs)
 
 
@@ -285,9 +287,10 @@ class ServeAudit:
 
     Args:
         no_gate: serve runs that fail their gate (each bypass is recorded).
+        target: what the server was started on; its run's ledger records every load of this server.
     """
 
-    def __init__(self, no_gate: bool = False):
+    def __init__(self, no_gate: bool = False, target: str | None = None):
         import os
         import socket
         import uuid
@@ -295,6 +298,7 @@ class ServeAudit:
         self.no_gate = no_gate
         self.server = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.paths: dict[str, str | None] = {}  # served name -> path, for unload records
+        self.home = run_of(target)
 
     def admit(self, path: str | None):
         """The gate decision for the run ``path`` belongs to (None for a plain model or adapter folder).
@@ -307,7 +311,8 @@ class ServeAudit:
 
     def loaded(self, name: str, path: str | None, gate=None, base: str | None = None) -> None:
         self.paths[name] = path
-        record_serve("serve_load", server=self.server, name=name, path=path, base=base, gate=gate)
+        record_serve("serve_load", server=self.server, name=name, path=path, base=base, gate=gate, home=self.home)
 
     def unloaded(self, name: str) -> None:
-        record_serve("serve_unload", server=self.server, name=name, path=self.paths.pop(name, None))
+        record_serve("serve_unload", server=self.server, name=name, path=self.paths.pop(name, None),
+                     home=self.home)

@@ -114,7 +114,7 @@ def build(options: ServeOptions):
         base_name = served_name(base)
     else:
         base_name = served_name(options.target)
-    audit = ServeAudit(options.no_gate)
+    audit = ServeAudit(options.no_gate, options.target)
     gates = {path: audit.admit(path) for path in (base, *(p for _, p in adapters))}  # before loading anything
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES.get(options.dtype) or (torch.bfloat16 if bf16_supported(device) else torch.float32)
