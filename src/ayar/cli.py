@@ -434,22 +434,14 @@ def audit_subject(
 
     from ayar.data.pii.config import RedactionConfig
     from ayar.data.pii.operators import load_secret
-    from ayar.govern.subject import find_subject, render_subject
+    from ayar.govern.subject import find_subject, index_path, render_subject
 
     secret = load_secret(RedactionConfig(secret_env=secret_env, secret_file=secret_file))
     if secret is None:
         raise AyarError(f"no PII secret: set {secret_env} (or --secret-file) to the secret `ayar prepare` used")
     book = _ledger(ledger)
-    found = find_subject(book.entries(), _index_path, kind, value, secret)
+    found = find_subject(book.entries(), index_path, kind, value, secret)
     print(json.dumps(found, indent=2, ensure_ascii=False) if as_json else render_subject(found, kind))
-
-
-def _index_path(entry: dict) -> Path | None:
-    index = (entry.get("data") or {}).get("subject_index") or {}
-    for candidate in (index.get("copy"), (entry.get("outputs") or {}).get("subjects.json", {}).get("path")):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
 
 
 @audit_app.command("keygen")

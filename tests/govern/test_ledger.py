@@ -11,8 +11,17 @@ import pytest
 from typer.testing import CliRunner
 
 from ayar.errors import AyarError
-from ayar.govern.ledger import GENESIS, Ledger, canonical, entry_hash, generate_key, load_private_key, \
-    load_public_key, ref, verify
+from ayar.govern.ledger import (
+    GENESIS,
+    Ledger,
+    canonical,
+    entry_hash,
+    generate_key,
+    load_private_key,
+    load_public_key,
+    ref,
+    verify,
+)
 
 
 @pytest.fixture
@@ -41,7 +50,7 @@ def test_intact_chain_verifies_and_links_by_hash(book):
     entries = ledger.entries()
     assert [e["seq"] for e in entries] == [0, 1, 2, 3, 4]
     assert entries[0]["prev"] == GENESIS
-    for before, after in zip(entries, entries[1:]):
+    for before, after in zip(entries, entries[1:], strict=False):
         assert after["prev"] == before["hash"]
     # the hash is sha256 of the canonical JSON without hash/sig/signer, recomputed here independently
     body = {k: v for k, v in entries[3].items() if k != "hash"}

@@ -212,6 +212,15 @@ def find_subject(entries: list[dict[str, Any]], store_path, kind: str, value: st
     return found
 
 
+def index_path(entry: dict[str, Any]) -> Path | None:
+    """The subject index a prepare entry references: the ledger's copy, else the dataset's own file."""
+    index = (entry.get("data") or {}).get("subject_index") or {}
+    for candidate in (index.get("copy"), (entry.get("outputs") or {}).get("subjects.json", {}).get("path")):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
 def _dataset(entry: dict) -> dict[str, Any]:
     return {"entry": entry["seq"], "time": entry["time"], "dataset": (entry.get("data") or {}).get("output_dir")}
 
