@@ -22,22 +22,40 @@ from ayar.govern.facts import RunFacts, ci, fmt, gather, metric_rows
 TODO = "*To be completed by the provider:*"
 
 
-def hub_id(path: str) -> str | None:
-    """``path`` when it is a hub id (``org/name``), else the hub id a local model folder names, else None."""
+# `ayar model fetch` names -> the Hub repositories the weights were converted from (model card base_model).
+FETCHED_HUB_IDS = {"gemma-3-270m": "google/gemma-3-270m", "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def _read(path: Path) -> dict:
     import json
 
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def hub_id(path: str) -> str | None:
+    """``path`` when it is a hub id (``org/name``), else the hub id a local model folder came from, else None.
+
+    A folder from ``ayar model fetch`` names it in ``provenance.json``; any other folder may in its
+    config's ``_name_or_path``.
+    """
     folder = Path(path).expanduser()
     if not folder.exists():
         return path if path.count("/") == 1 and not path.startswith((".", "/", "~")) else None
-    for name in ("ayar_source.json", "config.json"):
-        try:
-            value = json.loads((folder / name).read_text(encoding="utf-8")).get(
-                "hub_id" if name == "ayar_source.json" else "_name_or_path")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(value, str) and value.count("/") == 1 and not Path(value).exists():
-            return value
-    return None
+    provenance = _read(folder / "provenance.json")
+    candidates = [provenance.get("hub_id"), FETCHED_HUB_IDS.get(provenance.get("name", "")),
+                  _read(folder / "config.json").get("_name_or_path")]
+    return next((c for c in candidates if isinstance(c, str) and c.count("/") == 1 and not Path(c).exists()), None)
+
+
+def base_licence(path: str) -> str | None:
+    """The base model's licence as ``ayar model fetch`` recorded it, or None."""
+    provenance = _read(Path(path).expanduser() / "provenance.json")
+    licence = provenance.get("licence")
+    return f"{licence} ({provenance['licence_url']})" if licence and provenance.get("licence_url") else licence
 
 
 def metadata(facts: RunFacts) -> dict[str, Any]:
@@ -81,7 +99,8 @@ def _details(f: RunFacts) -> list[str]:
             f"- Trainable parameters: {s.get('trainable_parameters', '-')} of {s.get('total_parameters', '-')}",
             f"- Steps: {s.get('steps', '-')}; final training loss {fmt(s.get('final_loss'))}, validation loss "
             f"{fmt(s.get('eval_loss'))}",
-            f"- Built with ayar; licence: {r.governance.license}", ""]
+            f"- Licence of this model: {r.governance.license}"
+            + (f"; the base model's: {base_licence(r.model.path)}" if base_licence(r.model.path) else ""), ""]
 
 
 def _intended(f: RunFacts) -> list[str]:
