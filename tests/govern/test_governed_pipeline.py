@@ -164,3 +164,43 @@ def test_annex_iv_has_all_nine_sections_and_cites_the_ledger(pipeline):
     assert "cross border transfer: **To be completed by the provider:** Do data or models leave" in md
     html = (pipeline.runs["a"] / "annex_iv.html").read_text(encoding="utf-8")
     assert html.count("<h2>") == 10 and "<table>" in html
+
+
+def test_admin_api_loads_pass_the_gate_and_are_recorded(pipeline):
+    from fastapi.testclient import TestClient
+
+    from ayar.serve.launch import ServeOptions, build
+
+    app, _, _ = build(ServeOptions(target=str(pipeline.runs["b"])))
+    before = len(events(pipeline))
+    with TestClient(app) as client:
+        refused = client.post("/admin/adapters", json={"name": "a", "path": str(pipeline.runs["a"] / "adapter")})
+        assert refused.status_code == 403 and "tuned.exact_match >= 0.99" in refused.json()["error"]["message"]
+        loaded = client.post("/admin/adapters", json={"name": "b2", "path": str(pipeline.runs["b"] / "adapter")})
+        assert loaded.status_code == 201
+        assert client.delete("/admin/adapters/b2").status_code == 200
+    new = Ledger(pipeline.ledger).entries()[before:]
+    # then the server stops: its base model and run_b's own adapter are unloaded too
+    assert [(e["event"], e["data"]["name"]) for e in new] == [
+        ("serve_load", "b2"), ("serve_unload", "b2"), ("serve_unload", "llama"), ("serve_unload", "run_b")]
+    assert new[0]["data"]["run_dir"] == str(pipeline.runs["b"].resolve())
+    assert "adapter/adapter_model.safetensors" in new[0]["inputs"]
+
+
+def test_gate_refuses_an_evaluation_of_other_weights(pipeline, tmp_path):
+    import shutil
+
+    from ayar.govern.gates import GateError, decide
+    from ayar.govern.record import ledger_for_run
+
+    run = tmp_path / "run_copy"
+    shutil.copytree(pipeline.runs["a"], run)
+    recipe = run / "recipe.yaml"
+    recipe.write_text(recipe.read_text(encoding="utf-8").replace("tuned.exact_match >= 0.99",
+                                                                 "tuned.exact_match >= 0"), encoding="utf-8")
+    assert decide(run).status == "passed"  # report.json passes; no evaluation of this folder recorded yet
+    ledger_for_run(run).append("eval", {"run_dir": str(run.resolve())}, inputs={
+        "adapter/adapter_model.safetensors": {"path": str(tmp_path / "retrained" / "adapter_model.safetensors"),
+                                              "sha256": "0" * 64}})
+    with pytest.raises(GateError, match=r"was of other weights: the run was trained again since"):
+        decide(run)

@@ -258,8 +258,12 @@ def read_gate(run_dir: Path):
     return load_recipe(run_dir / "recipe.yaml").gate
 
 
-def decide(run_dir: str | Path, *, bypass: bool = False) -> GateDecision:
+def decide(run_dir: str | Path, *, bypass: bool = False, check_fresh: bool = True) -> GateDecision:
     """Check a run's latest evaluation (``RUN/report.json``) against its recipe's gate.
+
+    Args:
+        check_fresh: also require that the latest evaluation recorded in the ledger was of the
+            weights the run holds now (not of an earlier training of the same folder).
 
     Raises:
         GateError: the gate fails (or there is no evaluation) and ``bypass`` is false; the message
@@ -277,9 +281,12 @@ def decide(run_dir: str | Path, *, bypass: bool = False) -> GateDecision:
         digest = sha256_file(report_path)
     except (OSError, ValueError):
         report, digest = {}, None
+    stale = _stale(run_dir) if check_fresh else None
     if not report.get("comparison") and not report.get("preference"):
         outcomes = [Outcome(c, None, False, "the run has no evaluation (run `ayar eval RUN` first)")
                     for c in gate.require]
+    elif stale:
+        outcomes = [Outcome(c, None, False, stale) for c in gate.require]
     else:
         outcomes = evaluate(gate.require, report, gate.metric)
     failed = [o for o in outcomes if not o.passed]
@@ -290,6 +297,22 @@ def decide(run_dir: str | Path, *, bypass: bool = False) -> GateDecision:
     lines = "\n".join(f"  FAILED {o.condition}: {o.reason}" for o in failed)
     raise GateError(f"{run_dir}: the release gate fails ({len(failed)} of {len(outcomes)} conditions):\n{lines}\n"
                     "improve the run and evaluate it again, or pass --no-gate (recorded in the audit ledger)")
+
+
+def _stale(run_dir: Path) -> str | None:
+    """Why the latest recorded evaluation does not describe the run's current weights, or None."""
+    from ayar.govern.lineage import links
+    from ayar.govern.record import ledger_for_run, weights_refs
+
+    evaluations = [e for e in ledger_for_run(run_dir).entries()
+                   if e.get("event") == "eval" and (e.get("data") or {}).get("run_dir") == str(run_dir)]
+    if not evaluations:
+        return None  # evaluated before the ledger existed: report.json is all there is
+    evaluated = {k: v for k, v in (evaluations[-1].get("inputs") or {}).items() if k.startswith(("adapter/", "model/"))}
+    if links(evaluated) != links(weights_refs(run_dir)):
+        return (f"the latest evaluation (ledger entry {evaluations[-1]['seq']}) was of other weights: the run was "
+                "trained again since; run `ayar eval RUN` again")
+    return None
 
 
 class GateError(AyarError):

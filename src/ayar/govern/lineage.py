@@ -94,7 +94,8 @@ def target_entries(entries: list[dict[str, Any]], target: str) -> tuple[list[dic
             what = f"run {run}"
         else:
             digests = {sha256_file(path / rel) for rel in list_files(path) if rel.endswith(LINK_SUFFIXES)}
-            found = [e for e in entries if links(e.get("outputs")) & digests]
+            found = [e for e in entries if links(e.get("outputs")) & digests] or [
+                e for e in entries if (e.get("data") or {}).get("path") == str(path.resolve())]  # e.g. vllm files
             what = f"{path.resolve()}"
     else:
         raise AyarError(f"{target}: neither a file, a folder nor a sha256; pass a run folder, an export folder, "

@@ -174,9 +174,9 @@ def record_eval(run_dir: str | Path, result: dict[str, Any]) -> dict[str, Any]:
         if block is not None:
             data[name] = _audit_summary(name, block)
     try:
-        data["gate"] = decide(run).to_dict()
+        data["gate"] = decide(run, check_fresh=False).to_dict()  # this evaluation is the latest
     except GateError as exc:
-        data["gate"] = {"status": "failed", "message": str(exc).splitlines()[1:]}
+        data["gate"] = {"status": "failed", "failed": [line.strip() for line in str(exc).splitlines()[1:-1]]}
     return ledger_for_run(run).append("eval", data, inputs=inputs, outputs=outputs)
 
 
@@ -316,3 +316,8 @@ class ServeAudit:
     def unloaded(self, name: str) -> None:
         record_serve("serve_unload", server=self.server, name=name, path=self.paths.pop(name, None),
                      home=self.home)
+
+    def stopped(self) -> None:
+        """Record the unload of everything still loaded when the server stops."""
+        for name in list(self.paths):
+            self.unloaded(name)

@@ -57,6 +57,8 @@ def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None, a
         yield
         # uvicorn has stopped accepting connections and waited for open requests; finish the queue.
         await asyncio.to_thread(engine.close)
+        if audit is not None:  # the ledger then knows nothing is served by this process any more
+            await asyncio.to_thread(audit.stopped)
 
     app = FastAPI(title="ayar serve", lifespan=lifespan)
     app.state.host, app.state.engine, app.state.api_key = host, engine, api_key
