@@ -204,3 +204,40 @@ def test_gate_refuses_an_evaluation_of_other_weights(pipeline, tmp_path):
                                               "sha256": "0" * 64}})
     with pytest.raises(GateError, match=r"was of other weights: the run was trained again since"):
         decide(run)
+
+
+def test_derived_data_and_the_demo_tail(pipeline, tmp_path, tiny_llama):
+    """A file mixed from a prepared split (recorded with record_derived) carries its subjects to the run trained
+    on it; governance_tail verifies, traces, looks up and documents that run."""
+    import shutil
+
+    import yaml
+
+    from ayar.govern.record import record_derived
+    from ayar.govern.showcase import first_tckn, governance_tail
+    from ayar.recipe import load_recipe
+    from ayar.train.run import train_from_recipe
+    from helpers import colour_conversations, write_jsonl
+
+    ledger = tmp_path / "ledger.jsonl"  # a copy of the pipeline's ledger: the shared one stays as the tests expect
+    for suffix in ("", ".head"):
+        shutil.copy(str(pipeline.ledger) + suffix, str(ledger) + suffix)
+    prepared = pipeline.root / "data_a" / "train.jsonl"
+    tickets = [json.loads(line) for line in prepared.read_text(encoding="utf-8").splitlines()][:3]
+    write_jsonl(tmp_path / "mix.jsonl", tickets + colour_conversations(5, seed=4))
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({
+        "model": {"path": str(tiny_llama), "dtype": "fp32"}, "data": {"train": "mix.jsonl", "max_length": 512},
+        "train": {"max_steps": 1, "micro_batch_size": 4, "precision": "fp32", "tracking": "none"},
+        "output_dir": "run_mix", "governance": {"ledger": str(ledger)}}), encoding="utf-8")
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    record_derived([prepared], [tmp_path / "mix.jsonl"], "3 prepared tickets + 5 colour records", recipe.governance)
+    run = train_from_recipe(recipe).output_dir
+    lines = {t["meta"]["line"] for t in tickets}
+    subject = first_tckn(pipeline.sources["a"], lines)
+    assert subject == pipeline.customers["c1"].tckn  # tickets_a.jsonl starts with c1's six tickets
+    result = governance_tail(run, subject=subject, secret=pipeline.secret_file.read_text(encoding="utf-8"))
+    assert result["verified"]
+    assert [e["event"] for e in result["lineage"]["upstream"]] == ["train", "derive", "prepare"]
+    assert [r["run"] for r in result["subject"]["runs"]] == [str(pipeline.runs["a"].resolve()), str(run.resolve())]
+    assert {p.rsplit("/", 1)[-1] for p in result["card"]} == {"README.md"}
+    assert {p.rsplit(".", 1)[-1] for p in result["docs"]} == {"md", "html"}

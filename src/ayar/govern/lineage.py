@@ -114,7 +114,7 @@ def lineage(entries: list[dict[str, Any]], target: str) -> dict[str, Any]:
     sources = [{"entry": e["seq"], "label": label, "path": r.get("path"), "sha256": r.get("sha256")}
                for e in upstream for label, r in (e.get("inputs") or {}).items()
                if r.get("sha256") not in written and not label.startswith(("base:", "init_adapter:"))
-               and e.get("event") in ("prepare", "train")]
+               and e.get("event") in ("prepare", "train", "derive")]
     hashes = {h for e in produced for h in links(e.get("outputs"))}
     downstream = [e for e in forward(entries, hashes) if e["seq"] not in {p["seq"] for p in produced}]
     return {"target": what, "produced_by": [e["seq"] for e in produced],
@@ -156,6 +156,9 @@ def describe(entry: dict[str, Any]) -> str:
     if event in ("serve_load", "serve_unload"):
         verb = "loaded into" if event == "serve_load" else "unloaded from"
         return f"{d.get('name')} ({d.get('path')}) {verb} server {d.get('server')}"
+    if event == "derive":
+        return (f"derived {', '.join(Path(r['path']).name for r in (entry.get('outputs') or {}).values())} from "
+                f"{', '.join(Path(r['path']).name for r in (entry.get('inputs') or {}).values())}: {d.get('how')}")
     if event == "gate_bypassed":
         return f"release gate bypassed (--no-gate) for {d.get('stage')} of {d.get('run_dir')}"
     if event == "external_call":

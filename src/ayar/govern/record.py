@@ -94,6 +94,20 @@ def record_prepare(summary: dict[str, Any], governance=None) -> dict[str, Any]:
     return ledger.append("prepare", data, inputs=inputs, outputs=outputs)
 
 
+def record_derived(inputs: list[str | Path], outputs: list[str | Path], how: str, governance=None) -> dict[str, Any]:
+    """Record data files made from other data files outside ``prepare`` (a mix, a subset, a conversion).
+
+    Lineage and erasure lookups follow content through this entry: a person's records in an input
+    are taken to be in the outputs.
+
+    Args:
+        how: what was done, in a few words (no personal data).
+    """
+    return open_ledger(governance).append(
+        "derive", {"how": how}, inputs={f"in:{Path(p).name}": ref(p) for p in inputs},
+        outputs={f"out:{Path(p).name}": ref(p) for p in outputs})
+
+
 def sha256_text(text: str) -> str:
     import hashlib
 

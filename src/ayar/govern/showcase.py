@@ -10,12 +10,18 @@ from typing import Any
 from ayar.ui import console
 
 
-def first_tckn(jsonl: str | Path) -> str | None:
-    """The first checksum-valid T.C. Kimlik No in a raw JSONL file (a subject to look up), or None."""
+def first_tckn(jsonl: str | Path, lines: set[int] | None = None) -> str | None:
+    """The first checksum-valid T.C. Kimlik No in a raw JSONL file (a subject to look up), or None.
+
+    Args:
+        lines: only these 1-based line numbers (e.g. the ``meta.line`` of records that reached a run).
+    """
     from ayar.data.pii.checksums import tckn_is_valid
 
     with open(jsonl, encoding="utf-8") as fh:
-        for line in fh:
+        for number, line in enumerate(fh, start=1):
+            if lines is not None and number not in lines:
+                continue
             for candidate in re.findall(r"(?<!\d)[1-9]\d{10}(?!\d)", line):
                 if tckn_is_valid(candidate):
                     return candidate
