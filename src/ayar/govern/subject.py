@@ -50,8 +50,12 @@ def normalised(kind: str, value: str) -> str:
 
 def subject_digest(secret: bytes, kind: str, value: str) -> str:
     """Hex keyed digest of one identifier (see the module docstring)."""
+    return _digest(secret, kind, value).hex()
+
+
+def _digest(secret: bytes, kind: str, value: str) -> bytes:
     message = f"ayar-subject\x00{kind}\x00{normalised(kind, value)}".encode()
-    return hmac.new(secret, message, hashlib.sha256).digest()[:DIGEST_BYTES].hex()
+    return hmac.new(secret, message, hashlib.sha256).digest()[:DIGEST_BYTES]
 
 
 def key_id(secret: bytes) -> str:
@@ -68,7 +72,7 @@ class SubjectCollector:
 
     def __init__(self, secret: bytes | None):
         self.secret = secret
-        self.rows: list[tuple[str, ...]] = []  # per work-file row: its sorted digests
+        self.rows: list[tuple[bytes, ...]] = []  # per work-file row: its digests (16 bytes each: 250k rows fit)
         self.index: dict[str, dict[str, Any]] = {}
 
     @classmethod
@@ -93,10 +97,10 @@ class SubjectCollector:
             return
         from ayar.data.formats import record_texts
 
-        digests = {subject_digest(self.secret, GROUP_KIND, group)} if group else set()
+        digests = {_digest(self.secret, GROUP_KIND, group)} if group else set()
         for text, finding in _values(record_texts(original), found):
             if finding.entity_type in INDEXED:
-                digests.add(subject_digest(self.secret, finding.entity_type, text[finding.start:finding.end]))
+                digests.add(_digest(self.secret, finding.entity_type, text[finding.start:finding.end]))
         self.rows.append(tuple(sorted(digests)))
 
     def finish(self, assignment: dict[int, str], where) -> None:
@@ -109,8 +113,8 @@ class SubjectCollector:
         index: dict[str, dict[str, Any]] = defaultdict(lambda: {"splits": defaultdict(int), "records": []})
         for row, split in sorted(assignment.items()):
             for digest in self.rows[row]:
-                index[digest]["splits"][split] += 1
-                index[digest]["records"].append(where(row))
+                index[digest.hex()]["splits"][split] += 1
+                index[digest.hex()]["records"].append(where(row))
         self.index = {d: index[d] for d in sorted(index)}
 
     def write(self, folder: Path) -> dict[str, Any]:
