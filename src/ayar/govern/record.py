@@ -288,7 +288,9 @@ def record_serve(event: str, *, server: str, name: str, path: str | None, base: 
             inputs = weights_refs(run_dir)
         elif folder.is_dir():  # an adapter folder, a run's adapter/ or model/, a base or merged model
             inputs = folder_refs(folder, f"{folder.name}/")
-    data = {"server": server, "name": name, "path": str(Path(path).expanduser().resolve()) if path else None,
+    local = Path(path).expanduser() if path else None
+    shown = str(local.resolve()) if local is not None and local.exists() else path  # a hub id stays as it is
+    data = {"server": server, "name": name, "path": shown,
             "base": base, "run_dir": str(run_dir) if run_dir else None,
             "gate": gate.to_dict() if gate is not None else None}
     owner = run_dir or home

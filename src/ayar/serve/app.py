@@ -145,9 +145,9 @@ async def list_adapters(request: Request) -> dict:
 @protected.post("/admin/adapters", status_code=201)
 async def load_adapter(body: AdapterLoad, request: Request) -> dict:
     host: ModelHost = request.app.state.host
-    # Waits for the request being generated, never for the queue; loading runs off the event loop.
     audit = request.app.state.audit
-    gate = await run_in_threadpool(_admit, audit, body.path)
+    gate = await run_in_threadpool(_admit, audit, body.path)  # the release gate, before anything is loaded
+    # Waits for the request being generated, never for the queue; loading runs off the event loop.
     await run_in_threadpool(_locked, host, host.load_adapter, body.name, body.path)
     if audit is not None:
         await run_in_threadpool(audit.loaded, body.name, body.path, gate, host.base_name)
