@@ -279,16 +279,6 @@ class Recipe(Section):
             raise ValueError("preference.reference_quantization applies to reference: copy only")
         return self
 
-    @model_validator(mode="after")
-    def _gate_measurable(self) -> Recipe:
-        if self.gate is not None:
-            from ayar.govern.gates import static_problems
-
-            problems = static_problems(self.gate.require, self.gate.metric, self.eval)
-            if problems:
-                raise ValueError("gate.require: " + "; ".join(problems))
-        return self
-
     def method_config(self) -> Section | None:
         """The settings section of a preference method (its defaults when the recipe has none)."""
         if self.method not in METHOD_SECTIONS:
@@ -343,6 +333,13 @@ def validate_recipe(
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         raise RecipeError(source, [_describe(err, lines or {}) for err in exc.errors()]) from None
+    if recipe.gate is not None:  # conditions the eval settings can never satisfy
+        from ayar.govern.gates import static_problems
+
+        problems = static_problems(recipe.gate.require, recipe.gate.metric, recipe.eval)
+        if problems:
+            raise RecipeError(source, [_describe({"loc": ("gate", "require", i), "type": "value_error", "msg": text},
+                                                 lines or {}) for i, text in problems])
     if base_dir is not None:
         recipe = _resolve_paths(recipe, base_dir)
     return recipe

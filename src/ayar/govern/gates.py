@@ -45,7 +45,7 @@ MEMORISATION_ALIASES = {
 # Metrics each `eval.metrics` entry reports (field_accuracy[...] and custom metrics are matched separately).
 METRIC_FAMILIES = {
     "perplexity": ("perplexity",), "exact_match": ("exact_match",), "bleu": ("bleu",), "chrf": ("chrf",),
-    "rouge_l": ("rouge_l",), "json": ("json_parse_rate",), "json_schema": ("json_schema_valid",),
+    "rouge_l": ("rouge_l",), "json": ("json_parse_rate", "json_parse_rate_lenient"), "json_schema": ("json_schema_valid",),
     "classification": ("label_accuracy", "macro_f1"),
 }
 _TOKEN = re.compile(r"""\s*(?:(?P<op>>=|<=|==|!=|>|<)|(?P<string>"[^"]*"|'[^']*')|(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)
@@ -196,11 +196,14 @@ def _fmt(value: Any) -> str:
 # ----------------------------------------------------------------------------- static checks (ayar check)
 
 
-def static_problems(conditions: list[str], primary: str | None, evaluation) -> list[str]:
+def static_problems(conditions: list[str], primary: str | None, evaluation) -> list[tuple[int, str]]:
     """Conditions that can never hold with the recipe's ``eval:`` settings (unmeasured metric, audit off).
 
     Args:
         evaluation: the recipe's ``EvalSection`` (None: the defaults).
+
+    Returns:
+        ``(index of the condition, problem)`` pairs.
     """
     from ayar.eval.config import EvalSection
 
@@ -208,23 +211,24 @@ def static_problems(conditions: list[str], primary: str | None, evaluation) -> l
     produced = {name for family in evaluation.metrics for name in METRIC_FAMILIES.get(family, ())}
     produced |= set(evaluation.custom_metrics)
     problems = []
-    for text in conditions:
+    for i, text in enumerate(conditions):
         cond = parse_condition(text)
         ns = cond.path[0]
         if ns in ("tuned", "base", "diff"):
             metric, _ = _metric_and_rest(cond, primary)
             if metric is None:
-                problems.append(f"{text!r}: names no metric; write {ns}.METRIC... or set gate.metric")
-            elif not (metric in produced or (metric.startswith("field_accuracy[") and "json" in evaluation.metrics)):
-                problems.append(f"{text!r}: metric {metric!r} is not measured by eval.metrics "
-                                f"({', '.join(evaluation.metrics)})")
+                problems.append((i, f"{text!r}: names no metric; write {ns}.METRIC... or set gate.metric"))
+            elif not (metric in produced or (metric.startswith(("field_accuracy[", "field_accuracy_lenient["))
+                                             and "json" in evaluation.metrics)):
+                problems.append((i, f"{text!r}: metric {metric!r} is not measured by eval.metrics "
+                                f"({', '.join(evaluation.metrics)})"))
             if ns == "base" or ns == "diff":
                 if evaluation.baseline == "none":
-                    problems.append(f"{text!r}: eval.baseline is none, so there is no {ns} value")
+                    problems.append((i, f"{text!r}: eval.baseline is none, so there is no {ns} value"))
         elif ns in ("forgetting", "memorisation") and not getattr(evaluation, ns).enabled:
-            problems.append(f"{text!r}: eval.{ns}.enabled is false")
+            problems.append((i, f"{text!r}: eval.{ns}.enabled is false"))
         elif ns == "judge" and evaluation.judge is None:
-            problems.append(f"{text!r}: no eval.judge is configured")
+            problems.append((i, f"{text!r}: no eval.judge is configured"))
     return problems
 
 
