@@ -185,6 +185,10 @@ def test_admin_api_loads_pass_the_gate_and_are_recorded(pipeline):
         ("serve_load", "b2"), ("serve_unload", "b2"), ("serve_unload", "llama"), ("serve_unload", "run_b")]
     assert new[0]["data"]["run_dir"] == str(pipeline.runs["b"].resolve())
     assert "adapter/adapter_model.safetensors" in new[0]["inputs"]
+    served = {(s["name"], s["unloaded"]) for s in lookup(pipeline, pipeline.customers["c3"].tckn, "tckn")["served"]}
+    assert ("b2", True) in served and ("run_b", True) in served  # c3's records are in run B, served and unloaded
+    # the admin API refused run A: c1 is served only where the gate test bypassed the gate (--no-gate)
+    assert {s["name"] for s in lookup(pipeline, pipeline.customers["c1"].tckn, "tckn")["served"]} <= {"run_a"}
 
 
 def test_gate_refuses_an_evaluation_of_other_weights(pipeline, tmp_path):

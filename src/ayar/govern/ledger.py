@@ -313,7 +313,6 @@ class Verification:
     files_superseded: int = 0
     signed: int = 0
     signers: set[str] = field(default_factory=set)
-    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -213,6 +213,9 @@ def find_subject(entries: list[dict[str, Any]], store_path, kind: str, value: st
         labels = [f"{s}.jsonl" for s in splits]
         hashes = {ref["sha256"] for label, ref in entry.get("outputs", {}).items() if label in labels}
         _collect_downstream(forward(entries, hashes), found)
+    unloaded = {(e["data"].get("server"), e["data"].get("name")) for e in entries if e.get("event") == "serve_unload"}
+    for item in found["served"]:  # unloads read no file, so the content walk does not reach them
+        item["unloaded"] = (item["server"], item["name"]) in unloaded
     return found
 
 
@@ -238,7 +241,6 @@ def _read_index(path: Path | None) -> dict | None:
 
 def _collect_downstream(reached: list[dict[str, Any]], found: dict[str, Any]) -> None:
     """Sort the entries reached from a dataset into runs, evaluations, exports and served adapters."""
-    unloaded = set()
     for entry in reached:
         event, data = entry.get("event"), entry.get("data") or {}
         item = {"entry": entry["seq"], "time": entry["time"]}
@@ -250,10 +252,6 @@ def _collect_downstream(reached: list[dict[str, Any]], found: dict[str, Any]) ->
             found["exports"].append({**item, "path": data.get("path"), "format": data.get("format")})
         elif event == "serve_load":
             found["served"].append({**item, "name": data.get("name"), "server": data.get("server")})
-        elif event == "serve_unload":
-            unloaded.add((data.get("server"), data.get("name")))
-    for item in found["served"]:
-        item["unloaded"] = (item["server"], item["name"]) in unloaded
     for key in ("runs", "evaluations", "exports", "served"):  # several datasets may reach the same entry
         seen, unique = set(), []
         for item in found[key]:
