@@ -17,6 +17,7 @@ outside it the default applies (refuse, default ledger).
 from __future__ import annotations
 
 import contextvars
+import functools
 import ipaddress
 import json
 from collections import Counter
@@ -63,13 +64,19 @@ def is_local(base_url: str) -> bool:
         return False
 
 
-def scan(conversations: Sequence[Sequence[dict]]) -> Counter[str]:
-    """Values of each PII entity type found in the messages' contents (Presidio + ayar's recognizers)."""
+@functools.lru_cache(maxsize=1)
+def _redactor():
+    """One default redactor per process (building the analyzer takes a while; it detects, never keys)."""
     from ayar.data.pii import Redactor
 
+    return Redactor()
+
+
+def scan(conversations: Sequence[Sequence[dict]]) -> Counter[str]:
+    """Values of each PII entity type found in the messages' contents (Presidio + ayar's recognizers)."""
     texts = list(dict.fromkeys(str(m.get("content") or "") for conv in conversations for m in conv))
     found: Counter[str] = Counter()
-    redactor = Redactor()
+    redactor = _redactor()
     for start in range(0, len(texts), 256):
         for _, findings in redactor.redact_texts(texts[start:start + 256]):
             found.update(f.entity_type for f in findings)
