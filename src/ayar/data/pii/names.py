@@ -112,7 +112,7 @@ class PersonNameRecognizer(LocalRecognizer):
         self._common_given = common_given_name_keys()
         self._surnames = surname_keys()
         self._words = name_word_keys()
-        names = self._given | self._surnames
+        names = self._names = self._given | self._surnames
         provinces_ = frozenset(tr_lower(p) for p in provinces().values())
         # Words that end a run. A province or stopword that is also a name ("Aydın", "Eylül" =
         # September) does not: it joins a run ("Eylül Sarı") but alone needs support (_score_run).
@@ -181,11 +181,14 @@ class PersonNameRecognizer(LocalRecognizer):
     def _token(self, match: re.Match) -> _Token | None:
         """The word of ``match`` as a name word, or None when it can not be part of a name."""
         word = match.group(1)
-        if not all(_is_name_shaped(part) for part in word.split("-")):
-            return None  # "McDonald", "A": not a name word
-        key = tr_lower(word)
-        if key in self._breakers:
-            return None
+        if word.islower():  # most words: lower case already has no "I"/"İ", so it is its own key
+            if word not in self._names and "-" not in word:
+                return None  # an unknown lower-case word (the fast path)
+            key = word
+        else:
+            key = tr_lower(word)
+        if key in self._breakers or not all(_is_name_shaped(part) for part in word.split("-")):
+            return None  # a stopword or title; "McDonald", "A": not a name word
         parts = key.split("-")
         given = any(p in self._given for p in parts)
         surname = not given and any(p in self._surnames for p in parts) or key in self._surnames
@@ -207,7 +210,10 @@ class PersonNameRecognizer(LocalRecognizer):
                 token = self._guessed_surname(match, current[-1], text)
             joined = (token is not None and current and not current[-1].has_suffix
                       and text[current[-1].end_with_suffix:match.start()] == " "
-                      and not (current[-1].cased and match.group(1).islower()))  # "Deniz Kaya demir döküm"
+                      # a change between lower case and title case ends a run: "Deniz Kaya demir döküm",
+                      # "eşim Banu" (my wife Banu)
+                      and not ((current[-1].cased and match.group(1).islower())
+                               or (token.cased and text[current[-1].start:current[-1].end].islower())))
             if joined:
                 current.append(token)
                 continue
@@ -275,6 +281,12 @@ class PersonNameRecognizer(LocalRecognizer):
             return 0.0  # "Mustafa Kemal Caddesi", "Deniz Bank"
         if len(run) > 4:
             return 0.0  # a heading in title case, not a name
+        if len(run) == 1 and not last.known and last.key not in self._weak:
+            # One unknown capitalised word (most runs): a name only after or before a title
+            # ("Sayın Karabacak", "Karabacak Bey"); checked cheaply.
+            titled = self._cue_before(text, last) or (not last.has_suffix
+                                                      and self._title_after.match(text, last.end_with_suffix))
+            return SINGLE if titled and last.cased else 0.0
         cue = self._cue(text, run)
         if len(run) >= 2:
             if any(t.strong for t in run):
