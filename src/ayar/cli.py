@@ -356,6 +356,46 @@ def serve(
     run(options, bind=host, port=port)
 
 
+# --- tokenizer commands (issue 19) ---
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Measure tokenizers on your text; extend a model's vocabulary.")
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("report")
+def tokenizer_report(
+    tokenizer: Annotated[list[str], typer.Option(help="Tokenizer or model folder (repeatable).")],
+    data: Annotated[Path, typer.Option(help="Text to measure on: .txt, or any data file `prepare` reads.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Tokens per word, characters per token, fragmented words and relative cost of each tokenizer."""
+    import json
+
+    from ayar.tokenizer.report import render, report
+
+    _quiet_libraries()
+    rep = report(tokenizer, data)
+    print(json.dumps(rep, ensure_ascii=False, indent=2) if as_json else render(rep))
+
+
+@tokenizer_app.command("extend")
+def tokenizer_extend(
+    base_model: Annotated[str, typer.Argument(help="The model folder to extend.")],
+    data: Annotated[Path, typer.Option(help="Corpus to learn the new tokens from.")],
+    add: Annotated[int, typer.Option(min=1, help="How many tokens to add at most.")],
+    out: Annotated[Path, typer.Option(help="Folder for the extended model and tokenizer.")],
+    heldout: Annotated[Path | None, typer.Option(help="Text for the before/after figures (default: every 10th "
+                                                       "corpus text, not learned from).")] = None,
+    min_frequency: Annotated[int, typer.Option(min=1, help="Never merge a pair seen fewer times.")] = 2,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
+) -> None:
+    """Add new tokens learned from a corpus; old ids and the tokenisation of other text stay as they were."""
+    from ayar.tokenizer.extend import extend, render
+
+    _quiet_libraries()
+    summary = extend(base_model, data, add, out, heldout=heldout, min_frequency=min_frequency, force=force)
+    console.print(render(summary, out), markup=False)
+
+
 def main() -> None:
     """Console entry point: user errors become one message and exit status 2."""
     try:
