@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from transformers import AutoTokenizer
 
 from ayar.errors import AyarError
 from ayar.tokenizer.report import compare, load_texts, measure, render, report
@@ -80,3 +81,19 @@ def test_bad_data_is_a_clear_error(tmp_path):
     bad.write_text('{"messages": [{"role": "user", "content": "a"}]}\n{not json\n', encoding="utf-8")
     with pytest.raises(AyarError, match="bad.jsonl"):
         load_texts(bad)
+
+
+def test_data_inspect_shows_tokenizer_efficiency(tiny_llama, tmp_path):
+    from ayar.data.card import render_inspection
+    from ayar.data.prepare import inspect_file
+
+    data = tmp_path / "d.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"İstanbul'da {i}. gün"},
+                          {"role": "assistant", "content": "Gelemeyeceğim, kusura bakmayın."}]} for i in range(3)]
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    rep = inspect_file(data, str(tiny_llama), pii_records=0)
+    assert rep["tokenizer"]["words"] == 3 * 5 and rep["tokenizer"]["fertility"] > 1
+    assert rep["tokenizer"] == measure(AutoTokenizer.from_pretrained(tiny_llama),
+                                       [t for r in rows for t in (m["content"] for m in r["messages"])],
+                                       name=str(tiny_llama), top=10).to_dict()
+    assert "tokens per word" in render_inspection(rep)
