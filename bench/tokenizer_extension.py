@@ -107,6 +107,29 @@ def adapt(model_dir: Path, work: Path, name: str, args, train_embeddings: str) -
     return folder / "run", summary
 
 
+def tokenizer_figures(name: str, added: int, before, after, held: list[str]) -> dict:
+    return {"model": name, "added": added, "heldout_chars": sum(len(t) for t in held),
+            "tokens": {"base": before.tokens, "extended": after.tokens},
+            "token_reduction": round(1 - after.tokens / before.tokens, 4),
+            "tokens_per_word": {"base": before.fertility, "extended": after.fertility},
+            "split_3plus": {"base": before.split_3plus, "extended": after.split_3plus},
+            "bits_per_char": {}, "speed": {}}
+
+
+def tokenizer_only(base: Path, train_txt: Path, held: list[str], args) -> dict:
+    """The tokenisation figures alone: the extended tokenizer is built in memory, no model is loaded."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from ayar.tokenizer.extend import learn_extension
+    from ayar.tokenizer.report import load_texts, measure, open_tokenizer
+
+    base_tok = open_tokenizer(str(base))
+    state, new_ids, _ = learn_extension(base_tok, load_texts(train_txt), args.add)
+    ext_tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(state)))
+    return tokenizer_figures(base.name, len(new_ids), measure(base_tok, held), measure(ext_tok, held), held)
+
+
 def bench_model(name: str, work: Path, train_txt: Path, held_txt: Path, held: list[str], args) -> dict:
     from ayar.paths import models_dir
     from ayar.tokenizer.extend import extend
@@ -115,17 +138,16 @@ def bench_model(name: str, work: Path, train_txt: Path, held_txt: Path, held: li
     base = models_dir() / name
     ext = work / f"{name}-ext"
     note(f"{name}: extending by up to {args.add} tokens")
+    if args.tokenizer_only:
+        return tokenizer_only(base, train_txt, held, args)
     summary = extend(str(base), train_txt, args.add, ext, heldout=held_txt, force=True)
     note(f"{name}: extended; bits per character before adaptation")
     before, after = measure(open_tokenizer(str(base)), held), measure(open_tokenizer(str(ext)), held)
-    chars = sum(len(t) for t in held)
-    result = {"model": name, "added": summary["added"], "heldout_chars": chars,
-              "tokens": {"base": before.tokens, "extended": after.tokens},
-              "token_reduction": round(1 - after.tokens / before.tokens, 4),
-              "tokens_per_word": {"base": before.fertility, "extended": after.fertility},
-              "split_3plus": {"base": before.split_3plus, "extended": after.split_3plus},
-              "tokenised_as_before": [summary["heldout"]["tokenised_as_before"],
-                                      summary["heldout"]["without_new_tokens"]]}
+    result = tokenizer_figures(name, summary["added"], before, after, held)
+    result["tokenised_as_before"] = [summary["heldout"]["tokenised_as_before"],
+                                     summary["heldout"]["without_new_tokens"]]
+    chars = result["heldout_chars"]
+
     bpc = {"base": bits_per_char(str(base), held), "extended_init": bits_per_char(str(ext), held)}
     speed = {}
     if args.steps:
@@ -155,7 +177,7 @@ def render(r: dict) -> str:
            f"{r['tokens']['extended']} ({100 * r['token_reduction']:.1f}% fewer), tokens/word "
            f"{r['tokens_per_word']['base']:.2f} -> {r['tokens_per_word']['extended']:.2f}, words in 3+ pieces "
            f"{100 * r['split_3plus']['base']:.0f}% -> {100 * r['split_3plus']['extended']:.0f}%",
-           "  bits/char: " + ", ".join(f"{k} {v:.3f}" for k, v in b.items())]
+           *(["  bits/char: " + ", ".join(f"{k} {v:.3f}" for k, v in b.items())] if b else [])]
     if "extended_adapted_vs_base" in r:
         out.append(f"  extended + adaptation vs base: {100 * r['extended_adapted_vs_base']:+.1f}% bits/char")
     for key, s in r["speed"].items():
@@ -172,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--tokenizer-only", action="store_true", help="tokenisation figures only (no model loaded)")
     parser.add_argument("--demo-texts", type=int, default=3000, help="synthetic demo texts added to the corpus")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "tokenizer_extension.json")
     args = parser.parse_args(argv)

@@ -114,6 +114,25 @@ def init_new_rows(model, pieces: dict[int, tuple[int, ...]]) -> bool:
     return tied
 
 
+def learn_extension(base_tok, texts: list[str], add: int, *, min_frequency: int = 2):
+    """Learn up to ``add`` tokens from ``texts`` and build the extended ``tokenizer.json`` state (no model involved).
+
+    Returns:
+        ``(new_state, {token text: new id}, {new id: base ids it replaces})``; empty when nothing was learned.
+    """
+    backend = base_tok.backend_tokenizer
+    state = json.loads(backend.to_str())
+    vocab = _vocab(state["model"])
+    known = set(vocab) | {t["content"] for t in state.get("added_tokens") or []}
+    merges = learn_tokens(base_units(backend, texts), {i: t for t, i in vocab.items()}, known, add,
+                          min_frequency=min_frequency)
+    new_state, new_ids = extend_tokenizer_state(state, merges)
+    pieces: dict[int, tuple[int, ...]] = {}
+    for merge in merges:
+        pieces.setdefault(new_ids[merge.token], merge.pieces)
+    return new_state, new_ids, pieces
+
+
 def split_corpus(texts: list[str], heldout: list[str] | None) -> tuple[list[str], list[str]]:
     """(learning texts, held-out texts): ``heldout`` when given, else every 10th text of the corpus."""
     if heldout is not None:
@@ -176,18 +195,9 @@ def extend(base: str, corpus: str | Path, add: int, out: str | Path, *, heldout:
     if not learn_texts or not held:
         raise AyarError(f"--data: {corpus} is too small to learn from and hold out text (pass --heldout FILE)")
     base_tok = open_tokenizer(base)
-    backend = base_tok.backend_tokenizer
-    state = json.loads(backend.to_str())
-    vocab = _vocab(state["model"])
-    known = set(vocab) | {t["content"] for t in state.get("added_tokens") or []}
-    merges = learn_tokens(base_units(backend, learn_texts), {i: t for t, i in vocab.items()}, known, add,
-                          min_frequency=min_frequency)
-    if not merges:
+    new_state, new_ids, pieces = learn_extension(base_tok, learn_texts, add, min_frequency=min_frequency)
+    if not new_ids:
         raise AyarError(f"{corpus}: no pair of base pieces occurs {min_frequency}+ times; nothing to add")
-    new_state, new_ids = extend_tokenizer_state(state, merges)
-    pieces: dict[int, tuple[int, ...]] = {}
-    for merge in merges:
-        pieces.setdefault(new_ids[merge.token], merge.pieces)
 
     model = load_model(base, dtype=torch.float32)
     save_dtype = export_dtype("auto", model.config)
