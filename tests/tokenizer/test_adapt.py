@@ -108,3 +108,13 @@ def test_full_fine_tuning_refuses_train_embeddings():
 
     with pytest.raises(ValidationError, match="full fine-tuning trains every embedding"):
         AdapterSection(type="full", train_embeddings="new")
+
+
+@pytest.mark.slow
+def test_gguf_export_of_an_extended_model_verifies(new_rows_run, tmp_path):
+    """llama.cpp tokenises with the appended merges as HF does, and generates like the merged model."""
+    pytest.importorskip("llama_cpp")
+    from ayar.export.run import export_run
+
+    (gguf,) = export_run(new_rows_run, ["gguf"], tmp_path, gguf_types=["f32"])  # raises if verification fails
+    assert gguf.manifest["verification"]
