@@ -227,7 +227,7 @@ def prepare(recipe: Path, set_: SetOption = None) -> None:
 def data_inspect(
     file: Annotated[Path, typer.Argument(help="A .jsonl, .json, .csv, .tsv or .parquet file, or a datasets "
                                               "save_to_disk folder.")],
-    tokenizer: Annotated[str | None, typer.Option(help="Local tokenizer or model folder: lengths in tokens.")
+    tokenizer: Annotated[str | None, typer.Option(help="Local tokenizer or model folder: lengths in tokens, tokens per word and fragmented words.")
                          ] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, messages, sharegpt, alpaca, prompt_completion, "
                                                       "preference, kto or text.")] = "auto",
