@@ -87,6 +87,18 @@ class AdapterSection(Section):
     target_modules: Literal["all-linear"] | list[str] = Field(
         "all-linear", description="Layers that get adapters: all-linear, or a list such as [q_proj, v_proj]."
     )
+    train_embeddings: Literal["none", "new", "all"] = Field(
+        "none",
+        description="Also train embedding rows, saved with the adapter: new: only the tokens `ayar tokenizer "
+        "extend` added to model.path; all: every row. Input and output rows both (one matrix when tied).",
+    )
+
+    @model_validator(mode="after")
+    def _embeddings_need_adapter(self) -> AdapterSection:
+        if self.train_embeddings != "none" and self.type == "full":
+            raise ValueError("adapter.train_embeddings is for lora and dora; full fine-tuning trains every "
+                             "embedding already")
+        return self
 
 
 class PreferenceSection(Section):

@@ -42,6 +42,7 @@ from ayar.data.formats import (
     apply_columns,
     convert,
     record_text,
+    record_texts,
     to_json,
 )
 from ayar.data.prepare_config import PrepareSection, SourceConfig
@@ -57,6 +58,7 @@ from ayar.ui import console
 PREPARE_MANIFEST_VERSION = 1
 OUTPUTS = ("train.jsonl", "val.jsonl", "test.jsonl", "rejects.jsonl")
 MAX_LISTED_ERRORS = 20
+MAX_TOKENIZER_TEXTS = 20_000  # texts measured by `data inspect --tokenizer`
 AUTO_WORKERS = 8  # most redaction processes `workers: 0` starts (each holds ~400 MiB)
 
 
@@ -462,7 +464,9 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
     Returns:
         ``container``, ``format``, ``kind``, ``records``, ``valid``, ``invalid`` (count per reason),
         ``problems`` (the first ones, by location), ``length`` (unit and statistics),
-        ``pii`` (count per entity type in the scanned records) and ``duplicates`` (exact and near rates).
+        ``pii`` (count per entity type in the scanned records), ``duplicates`` (exact and near rates)
+        and, with a tokenizer, ``tokenizer`` (its efficiency on the first records' texts, see
+        :func:`ayar.tokenizer.report.measure`).
 
     Raises:
         DataError: the file cannot be read or its format cannot be told.
@@ -474,6 +478,7 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
     measure = token_counter(tokenizer) if tokenizer else len
     invalid: Counter[str] = Counter()
     problems, lengths, keys, sigs, scan, texts = [], [], [], [], [], []
+    tok_texts: list[str] = []
     records = 0
     for number, raw in iter_records(source.path, source.container):
         records += 1
@@ -487,6 +492,8 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
                 problems.append(f"{source.where(number)}: {exc.detail}")
             continue
         text = record_text(record)
+        if tokenizer and len(tok_texts) < MAX_TOKENIZER_TEXTS:
+            tok_texts += [t for label, t in record_texts(record) if label != "label" and t.strip()]
         lengths.append(measure(text))
         keys.append(exact_key(text))
         texts.append(text)
@@ -503,7 +510,15 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
             "length": {"unit": "tokens" if tokenizer else "chars", **(stats(lengths) or {})},
             "pii": _scan_pii(scan),
             "duplicates": {"exact": dedup.count("exact"), "near": dedup.count("near"),
-                           "rate": round(len(dedup.removed) / len(keys), 4) if keys else 0.0}}
+                           "rate": round(len(dedup.removed) / len(keys), 4) if keys else 0.0},
+            **({"tokenizer": _tokenizer_efficiency(tokenizer, tok_texts)} if tokenizer and tok_texts else {})}
+
+
+def _tokenizer_efficiency(tokenizer: str, texts: list[str]) -> dict[str, Any]:
+    """Fertility, characters per token and the most fragmented words (see :mod:`ayar.tokenizer.report`)."""
+    from ayar.tokenizer.report import measure, open_tokenizer
+
+    return measure(open_tokenizer(tokenizer), texts, name=tokenizer, top=10).to_dict()
 
 
 def _scan_pii(records: list[dict]) -> dict[str, Any]:
