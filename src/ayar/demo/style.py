@@ -39,6 +39,7 @@ def sft_recipe(base: str, profile: Profile) -> dict:
         "adapter": profile.lora,
         "train": profile.style["sft"],
         "output_dir": "../runs/support-sft",
+        "governance": {"ledger": "../governance/ledger.jsonl"},
     }
 
 
@@ -53,6 +54,7 @@ def dpo_recipe(base: str, profile: Profile) -> dict:
         "adapter": profile.lora,
         "train": profile.style["dpo"],
         "output_dir": "../runs/support-dpo",
+        "governance": {"ledger": "../governance/ledger.jsonl"},
     }
 
 
@@ -66,6 +68,7 @@ def orpo_recipe(base: str, profile: Profile) -> dict:
         "adapter": profile.lora,
         "train": profile.style["orpo"],
         "output_dir": "../runs/support-orpo",
+        "governance": {"ledger": "../governance/ledger.jsonl"},
     }
 
 
