@@ -2,7 +2,7 @@
 
     read -> detect format -> convert and validate -> clean -> length filter -> redact PII
          -> exact and near dedup -> sample -> split -> leakage check -> write
-         (-> canaries: fake secrets planted in train records, see ayar.eval.canary)
+         (-> canaries: fake secrets planted in train records, see ayar.data.canary)
 
 Records stream through the first half in batches: each redacted record goes to a
 hidden work file in the output folder, and only its duplicate keys, MinHash
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ayar.data.canary import canary_manifest, card_section, insert_canary, parse_template, plan_insertions
 from ayar.data.card import PiiTally, Rejects, dedup_report, leakage_report, render_card, split_report, stats
 from ayar.data.clean import LengthFilter, clean_record, empty_turn, token_counter
 from ayar.data.dedup import deduplicate, duplicate_pairs, exact_key, signatures
@@ -49,7 +50,6 @@ from ayar.data.readers import Source, common_kind, iter_records, open_source, re
 from ayar.data.redaction import Redaction
 from ayar.data.split import SPLITS, assign_splits, resolve_leakage
 from ayar.errors import AyarError
-from ayar.eval.canary import canary_manifest, card_section, insert_canary, parse_template, plan_insertions
 from ayar.govern.manifest import describe_folder, file_record, utc_now, write_json_atomic
 from ayar.ui import console
 
@@ -332,7 +332,7 @@ class _Run:
         return sizes
 
     def _plan_canaries(self, plan: _Plan) -> dict[int, int]:
-        """Which train records carry which canary (see ayar.eval.canary); records them in ``self.canaries``."""
+        """Which train records carry which canary (see ayar.data.canary); records them in ``self.canaries``."""
         config = self.section.canaries
         if config is None:
             return {}

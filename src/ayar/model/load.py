@@ -56,12 +56,14 @@ def _check_source(path: str) -> None:
 
 
 def load_tokenizer(path: str, *, chat_template: str | None = None, revision: str | None = None,
-                   trust_remote_code: bool = False):
+                   trust_remote_code: bool = False, config=None):
     """Load a tokenizer and make sure it can render conversations.
 
     Args:
         path: hub id or local folder.
         chat_template: bundled template name or .jinja path, replacing the tokenizer's own.
+        config: the model's config, for a folder without ``config.json`` (an adapter): transformers
+            picks some tokenizer classes by model type, so the tokenizer then behaves as beside its model.
 
     Raises:
         AyarError: the model cannot be found, or it has no chat template and none was named.
@@ -70,7 +72,9 @@ def load_tokenizer(path: str, *, chat_template: str | None = None, revision: str
 
     _check_source(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        extra = {"config": config} if config is not None else {}
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
+                                                  **extra)
     except (OSError, ValueError) as exc:
         raise AyarError(f"model.path: cannot load a tokenizer from {path!r}: {_first_line(exc)}") from None
     apply_template(tokenizer, chat_template)
