@@ -168,7 +168,7 @@ def predict(target: Target, loaded, prompts: list[list[dict]], references: list[
 
     model, tokenizer = loaded
     replies = generate(model, tokenizer, prompts, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
-                       top_p=gen.top_p, seed=gen.seed, batch_size=gen.batch_size)
+                       top_p=gen.top_p, seed=gen.seed, batch_size=gen.batch_size, stop=gen.stop)
     nll = reference_nll(model, tokenizer, prompts, references, ids=ids) if "perplexity" in section.metrics else None
     return replies, nll
 
