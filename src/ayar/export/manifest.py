@@ -16,7 +16,6 @@ from typing import Any
 from ayar import __version__
 from ayar.fsutil import atomic_write
 from ayar.govern.manifest import (
-    MANIFEST_NAME,
     describe_folder,
     model_fingerprint,
     sha256_file,
@@ -32,7 +31,7 @@ EXPORTS_LOG = "exports.jsonl"
 
 def run_record(source: RunFolder) -> dict[str, Any]:
     """Which run an export comes from: its folder, kind and the sha256 of its run manifest (None if absent)."""
-    run_manifest = source.run_dir / MANIFEST_NAME
+    run_manifest = source.run_manifest
     return {
         "path": str(source.run_dir.resolve()),
         "kind": source.kind,

@@ -242,7 +242,7 @@ def _check_copy(source: RunFolder, folder: Path) -> dict:
     ours, theirs = describe_folder(folder), describe_folder(source.weights_dir)
     if any(theirs[name] != ours.get(name) for name in theirs):
         raise verify.VerificationError(f"{folder}: the copied adapter differs from {source.weights_dir}")
-    run_manifest = source.run_dir / "run_manifest.json"
+    run_manifest = source.run_manifest
     if not run_manifest.is_file():
         return {"files_identical": True, "matches_run_manifest": None}
     outputs = json.loads(run_manifest.read_text(encoding="utf-8")).get("outputs", {})

@@ -49,7 +49,8 @@ def resolve_dtype(name: str, device: torch.device, *, full_finetune: bool = Fals
     return torch.float32
 
 
-def _check_source(path: str) -> None:
+def check_source(path: str) -> None:
+    """Raise a clear error for a local-looking model path that is not a folder (no network is touched)."""
     looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
     if looks_local and not Path(path).expanduser().is_dir():
         raise AyarError(f"model.path: folder {path} does not exist; build a tiny one with `ayar model tiny`")
@@ -70,7 +71,7 @@ def load_tokenizer(path: str, *, chat_template: str | None = None, revision: str
     """
     from transformers import AutoTokenizer
 
-    _check_source(path)
+    check_source(path)
     try:
         extra = {"config": config} if config is not None else {}
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
@@ -118,7 +119,7 @@ def load_model(path: str, *, dtype: torch.dtype = torch.float32, revision: str |
     """
     from transformers import AutoModelForCausalLM
 
-    _check_source(path)
+    check_source(path)
     quant = quantization_config(quantization, dtype)
     extra = {"quantization_config": quant, "device_map": {"": device or "cpu"}} if quant else {}
     try:

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ayar.errors import AyarError
+from ayar.govern.manifest import MANIFEST_NAME
 from ayar.recipe import Recipe, load_recipe
 
 if TYPE_CHECKING:  # torch loads with the first model, not with this module
     import torch
 
 RECIPE_FILE = "recipe.yaml"
-RUN_MANIFEST = "run_manifest.json"  # ayar.govern.manifest.MANIFEST_NAME
 DATA_MANIFEST = "manifest.json"  # written by `ayar prepare` beside train.jsonl
 InitMode = Literal["merge", "continue"]
 
@@ -158,7 +158,7 @@ class RunFolder:
     @property
     def run_manifest(self) -> Path:
         """``run_manifest.json``: inputs, base model, outputs by content hash (:mod:`ayar.govern.manifest`)."""
-        return self.run_dir / RUN_MANIFEST
+        return self.run_dir / MANIFEST_NAME
 
     @property
     def data_manifest(self) -> Path:
@@ -288,7 +288,7 @@ def load_for_inference(target: str | Path | RunFolder | ModelSpec, *, dtype: str
     The tokenizer is the one beside the weights (a run's carries the chat template it
     trained with), loaded as the tokenizer class of the base model's config: an adapter
     folder has no ``config.json``, and transformers picks some tokenizer classes by model
-    type, so this makes it behave as in training.
+    type, so this makes it behave as in training (and as beside merged weights).
 
     Args:
         target: a run folder, adapter folder, model folder or hub id (or their :class:`ModelSpec`).
@@ -309,14 +309,35 @@ def load_for_inference(target: str | Path | RunFolder | ModelSpec, *, dtype: str
     from ayar.model.load import load_tokenizer
 
     spec = target if isinstance(target, ModelSpec) else model_spec(target)
-    model = load_base(spec, dtype=dtype, device=device, quantize=quantize)
-    tokenizer = load_tokenizer(spec.tokenizer, chat_template=chat_template, config=model.config,
+    # The tokenizer first: a missing chat template fails before any weights load.
+    tokenizer = load_tokenizer(spec.tokenizer, chat_template=chat_template, config=_base_config(spec),
                                trust_remote_code=spec.trust_remote_code)
+    model = load_base(spec, dtype=dtype, device=device, quantize=quantize)
     if spec.adapter is not None and with_adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(spec.adapter)).eval()
     return model, tokenizer
+
+
+def _base_config(spec: ModelSpec):
+    """The base model's config when the tokenizer lies in a folder without one (an adapter), else None.
+
+    Raises:
+        AyarError: the base cannot be found or its config read.
+    """
+    if spec.tokenizer == spec.base:
+        return None
+    from transformers import AutoConfig
+
+    from ayar.model.load import check_source
+
+    check_source(spec.base)
+    try:
+        return AutoConfig.from_pretrained(spec.base, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AyarError(f"{spec.base}: cannot read the base model's config.json ({first})") from None
 
 
 def starting_model(run: RunFolder, *, dtype: str | torch.dtype = "fp32", device: torch.device | None = None):
