@@ -57,9 +57,9 @@ orpo:
     expected = [
         "model.quantization needs adapter.type lora or dora: quantised weights cannot be fully fine-tuned (line 3)",
         "section `orpo` is set but method is 'dpo'; remove it or set method: orpo (line 13)",
-        # merge is the default: the line is the model section's
+        # merge is the default mode: the line is init_adapter's
         "model.init_adapter_mode merge cannot merge into a quantised base; use init_adapter_mode: continue (with "
-        "preference.reference: precompute) or no quantization (line 1)",
+        "preference.reference: precompute) or no quantization (line 4)",
         "preference.reference adapter_disabled needs an adapter; with adapter.type full use copy or precompute "
         "(line 11)",
         "preference.reference_quantization applies to reference: copy only (line 12)",

@@ -278,8 +278,8 @@ class Recipe(Section):
         if continuing and full:
             found.append((("model", "init_adapter_mode"), "model.init_adapter_mode continue needs an adapter "
                           "(adapter.type lora or dora); use merge for full fine-tuning"))
-        if m.init_adapter and m.init_adapter_mode == "merge" and m.quantization != "none":
-            found.append((("model", "init_adapter_mode"), "model.init_adapter_mode merge cannot merge into a "
+        if m.init_adapter and m.init_adapter_mode == "merge" and m.quantization != "none":  # merge: the default
+            found.append((("model", "init_adapter"), "model.init_adapter_mode merge cannot merge into a "
                           "quantised base; use init_adapter_mode: continue (with preference.reference: precompute) "
                           "or no quantization"))
         if continuing and p.reference == "adapter_disabled":
