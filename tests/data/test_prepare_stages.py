@@ -10,6 +10,7 @@ from ayar.data.prepare import Run, ingest, plan_canaries, plan_splits, prepare
 from ayar.data.prepare_config import PrepareSection
 from ayar.data.readers import open_source
 from ayar.data.redaction import Redaction
+from ayar.govern.subject import SubjectCollector
 from helpers import write_jsonl
 
 
@@ -34,7 +35,8 @@ def test_each_stage_returns_its_counts_and_prepare_reports_them_in_order(tmp_pat
     spill, rejected = io.StringIO(), io.StringIO()
     rejects = Rejects(rejected, sources)
 
-    ingested = ingest(run, LengthFilter(section.length, tmp_path), Redaction(None), rejects, spill)
+    ingested = ingest(run, LengthFilter(section.length, tmp_path), Redaction(None), SubjectCollector.from_pii(None),
+                      rejects, spill)
     assert ingested.steps == [("read", 12), ("converted and valid", 11), ("cleaned, within length limits", 10),
                               ("after PII redaction (drop_record)", 10)]
     assert len(ingested.table) == 10 and len(spill.getvalue().splitlines()) == 10

@@ -51,6 +51,7 @@ from ayar.data.split import SPLITS, assign_splits, resolve_leakage
 from ayar.data.workspace import OUTPUTS, Table, Workspace, check_outputs
 from ayar.errors import AyarError
 from ayar.govern.manifest import describe_folder, file_record, utc_now, write_json_atomic
+from ayar.govern.subject import SubjectCollector
 from ayar.ui import console
 
 PREPARE_MANIFEST_VERSION = 1
@@ -58,7 +59,8 @@ MAX_LISTED_ERRORS = 20
 AUTO_WORKERS = 8  # most redaction processes `workers: 0` starts (each holds ~400 MiB)
 
 
-def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progress: bool = True) -> dict[str, Any]:
+def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progress: bool = True,
+            governance=None) -> dict[str, Any]:
     """Run the prepare stage; see the module docstring.
 
     The stage functions below run in order, each returning its result and its counts
@@ -70,6 +72,7 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
         section: the recipe's ``prepare`` section.
         base_dir: folder that relative source, tokenizer and output paths are resolved against.
         show_progress: print progress on the console (stderr).
+        governance: the recipe's ``governance`` section (recorded in the audit ledger; None: defaults).
 
     Returns:
         The summary, also written as ``manifest.json``: sources with sha256, counts at every step,
@@ -89,19 +92,22 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
                         "model learns a reply or unlearns it); remove `canaries` or use preference pairs")
     run = Run(section, sources, kind, section.workers or min(os.cpu_count() or 1, AUTO_WORKERS), show_progress)
     length = LengthFilter(section.length, base_dir)
-    redaction = Redaction(_resolved_pii(section, base_dir), run.workers)  # checks the secret before any reading
+    pii = _resolved_pii(section, base_dir)
+    redaction = Redaction(pii, run.workers)  # checks the secret before any reading
+    subjects = SubjectCollector.from_pii(pii)  # keyed identifiers for `ayar audit subject`
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Workspace(out_dir)
     try:
         rejects = Rejects(work.files["rejects.jsonl"], sources)
         try:
-            ingested = ingest(run, length, redaction, rejects, work.files["work.jsonl"])
+            ingested = ingest(run, length, redaction, subjects, rejects, work.files["work.jsonl"])
         finally:
             redaction.close()
         work.files["work.jsonl"].flush()
         plan = plan_splits(run, ingested.table)
         canaries = plan_canaries(run, ingested.table, plan.assignment)
         written = write_splits(run, ingested.table, plan, canaries, work, rejects)
+        subjects.finish(written.assignment, lambda i: run.where(ingested.table, i))
         summary = summarise(run, ingested, plan, canaries, written, rejects, redaction)
         summary["output_dir"] = str(out_dir)
         counts = {**summary["split"]["sizes"], "rejects": summary["rejects"]["total"]}
@@ -112,7 +118,11 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
         work.commit()
     finally:
         work.cleanup()
+    summary["subject_index"] = subjects.write(out_dir)
     write_json_atomic(out_dir / "manifest.json", summary)  # last: it describes the files above
+    from ayar.govern.record import record_prepare
+
+    record_prepare(summary, governance)
     return summary
 
 
@@ -175,7 +185,8 @@ class _Counts:
     filtered: int = 0
 
 
-def ingest(run: Run, length: LengthFilter, redaction: Redaction, rejects: Rejects, spill) -> Ingested:
+def ingest(run: Run, length: LengthFilter, redaction: Redaction, subjects: SubjectCollector, rejects: Rejects,
+           spill) -> Ingested:
     """Read every source, convert, validate, clean, length-filter and redact; spill survivors to ``spill``.
 
     Records go to the redaction in batches; only their keys stay in memory (:class:`Table`).
@@ -196,11 +207,11 @@ def ingest(run: Run, length: LengthFilter, redaction: Redaction, rejects: Reject
             if item is not None and not errors:
                 pending.append(item)
             if len(pending) >= batch_size:
-                _store(run, table, tally, rejects, spill, redaction.submit(pending))
+                _store(run, table, tally, subjects, rejects, spill, redaction.submit(pending))
                 pending = []
             _progress(run, counts.total, len(table))
-    _store(run, table, tally, rejects, spill, redaction.submit(pending))
-    _store(run, table, tally, rejects, spill, redaction.drain())
+    _store(run, table, tally, subjects, rejects, spill, redaction.submit(pending))
+    _store(run, table, tally, subjects, rejects, spill, redaction.drain())
     if errors:
         more = len(errors) - MAX_LISTED_ERRORS
         raise AyarError(f"{len(errors)} unusable record(s); nothing was written (fix them, or set "
@@ -236,7 +247,8 @@ def _accept(run: Run, length: LengthFilter, rejects: Rejects, errors: list[str],
     return Item(record, s, _key_value(raw, section.split.group_key), _key_value(raw, section.split.stratify_key))
 
 
-def _store(run: Run, table: Table, tally: PiiTally, rejects: Rejects, spill, done: list) -> None:
+def _store(run: Run, table: Table, tally: PiiTally, subjects: SubjectCollector, rejects: Rejects, spill,
+           done: list) -> None:
     """Write redacted records to the work file and their keys to ``table``; reject dropped or broken ones."""
     texts = []
     for item, record, found in done:
@@ -258,6 +270,7 @@ def _store(run: Run, table: Table, tally: PiiTally, rejects: Rejects, spill, don
         spill.write(json.dumps(out, ensure_ascii=False) + "\n")
         table.add(item.source, record.line, item.group, item.stratum,
                   tuple(f.entity_type for f, _ in found) if found else None)
+        subjects.add(item.record, item.group, found)
         texts.append(record_text(record))
     table.keys.extend(exact_key(text) for text in texts)
     table.sigs.extend(signatures(texts, run.section.dedup.num_perm, run.section.dedup.ngram))

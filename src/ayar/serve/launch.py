@@ -28,6 +28,7 @@ class ServeOptions:
     dtype: str = "auto"
     max_queue: int = 16
     api_key_env: str | None = None
+    no_gate: bool = False  # serve runs that fail their release gate (recorded in the audit ledger)
 
 
 def parse_adapter(spec: str) -> tuple[str, str]:
@@ -87,8 +88,10 @@ def build(options: ServeOptions):
     """Load the model and adapters and return the app, its :class:`ModelHost` and :class:`Engine`.
 
     Raises:
-        AyarError: a bad option, a model or adapter that cannot be loaded, a name used twice.
+        AyarError: a bad option, a model or adapter that cannot be loaded, a name used twice, a run that
+            fails its release gate (without ``no_gate``).
     """
+    from ayar.govern.record import ServeAudit
     from ayar.model.load import DTYPES
     from ayar.model.run_folder import load_for_inference, model_spec
     from ayar.serve.app import create_app
@@ -112,6 +115,9 @@ def build(options: ServeOptions):
     if spec.init_adapter is not None:  # the run's adapter was trained on the base with an earlier adapter merged in
         init = spec.init_adapter
         base_name = f"{base_name}@{served_name(str(init.parent if init.name == 'adapter' else init))}"
+    base = spec.base
+    audit = ServeAudit(options.no_gate, options.target)
+    gates = {path: audit.admit(path) for path in (base, *(p for _, p in adapters))}  # before loading anything
     # The base (with any merged init adapter); the adapters are hosted by name on top of it. A run's
     # adapter folder carries the tokenizer (and chat template) it was trained with.
     model, tokenizer = load_for_inference(spec, dtype=options.dtype, with_adapter=False)
@@ -124,8 +130,11 @@ def build(options: ServeOptions):
             host.add_route(name, arms, seed=options.ab_seed)
     except OpenAIError as exc:
         raise AyarError(exc.message) from None
+    audit.loaded(base_name, base, gates[base])
+    for name, path in adapters:
+        audit.loaded(name, path, gates[path], base=base_name)
     engine = Engine(host, options.max_queue)
-    return create_app(host, engine, api_key=api_key), host, engine
+    return create_app(host, engine, api_key=api_key, audit=audit), host, engine
 
 
 def run(options: ServeOptions, *, bind: str = "127.0.0.1", port: int = 8000) -> None:
