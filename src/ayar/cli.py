@@ -65,10 +65,10 @@ def init(
 
 @app.command()
 def check(recipe: Path, set_: SetOption = None) -> None:
-    """Validate a recipe without running anything."""
+    """Validate a recipe without running anything: every problem known before weights load, at once."""
     from ayar.recipe import load_recipe
 
-    loaded = load_recipe(recipe, set_ or [])
+    loaded = load_recipe(recipe, set_ or [], check_files=True)
     console.print(f"{recipe}: ok ({loaded.method}, {loaded.adapter.type}, model {loaded.model.path})")
 
 
@@ -110,7 +110,7 @@ def generate(
 ) -> None:
     """Answer one or more prompts with a model, stopping at the end of the turn."""
     from ayar.eval.generate import generate as run_generate
-    from ayar.eval.generate import load_for_inference
+    from ayar.model.run_folder import load_for_inference
 
     _quiet_libraries()
     model, tokenizer = load_for_inference(target)
@@ -131,7 +131,7 @@ def chat(
 ) -> None:
     """Chat with a model in the terminal (empty line or Ctrl-D to quit)."""
     from ayar.eval.generate import generate as run_generate
-    from ayar.eval.generate import load_for_inference
+    from ayar.model.run_folder import load_for_inference
 
     _quiet_libraries()
     model, tokenizer = load_for_inference(target)

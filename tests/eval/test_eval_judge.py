@@ -263,6 +263,7 @@ def test_cache_key_is_order_independent_for_params_and_sensitive_to_content():
     assert key != cache_key("http://h/v1", "m", messages, {"a": 1, "b": 3})
 
 
+@pytest.mark.slow
 def test_evaluate_run_with_endpoint_targets_and_judge(fake, tmp_path):
     """A hosted baseline vs a served tuned model, judged: no local model is loaded."""
     from ayar.eval.compare import evaluate_run

@@ -172,6 +172,7 @@ def wait_for_checkpoint(proc, root, timeout=60.0):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_llama, sig):
     reference_dir = tmp_path / "ref"
     reference_dir.mkdir()

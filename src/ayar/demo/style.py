@@ -74,7 +74,8 @@ def orpo_recipe(base: str, profile: Profile) -> dict:
 
 def formal_share(target: str, prompts: list[str], batch_size: int = 50) -> tuple[dict, list[str]]:
     """Greedy replies of ``target`` to ``prompts`` and the share of each register among them."""
-    from ayar.eval.generate import generate, load_for_inference
+    from ayar.eval.generate import generate
+    from ayar.model.run_folder import load_for_inference
 
     model, tokenizer = load_for_inference(target)
     replies = generate(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=48,

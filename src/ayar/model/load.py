@@ -49,28 +49,33 @@ def resolve_dtype(name: str, device: torch.device, *, full_finetune: bool = Fals
     return torch.float32
 
 
-def _check_source(path: str) -> None:
+def check_source(path: str) -> None:
+    """Raise a clear error for a local-looking model path that is not a folder (no network is touched)."""
     looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
     if looks_local and not Path(path).expanduser().is_dir():
         raise AyarError(f"model.path: folder {path} does not exist; build a tiny one with `ayar model tiny`")
 
 
 def load_tokenizer(path: str, *, chat_template: str | None = None, revision: str | None = None,
-                   trust_remote_code: bool = False):
+                   trust_remote_code: bool = False, config=None):
     """Load a tokenizer and make sure it can render conversations.
 
     Args:
         path: hub id or local folder.
         chat_template: bundled template name or .jinja path, replacing the tokenizer's own.
+        config: the model's config, for a folder without ``config.json`` (an adapter): transformers
+            picks some tokenizer classes by model type, so the tokenizer then behaves as beside its model.
 
     Raises:
         AyarError: the model cannot be found, or it has no chat template and none was named.
     """
     from transformers import AutoTokenizer
 
-    _check_source(path)
+    check_source(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        extra = {"config": config} if config is not None else {}
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
+                                                  **extra)
     except (OSError, ValueError) as exc:
         raise AyarError(f"model.path: cannot load a tokenizer from {path!r}: {_first_line(exc)}") from None
     apply_template(tokenizer, chat_template)
@@ -114,7 +119,7 @@ def load_model(path: str, *, dtype: torch.dtype = torch.float32, revision: str |
     """
     from transformers import AutoModelForCausalLM
 
-    _check_source(path)
+    check_source(path)
     quant = quantization_config(quantization, dtype)
     extra = {"quantization_config": quant, "device_map": {"": device or "cpu"}} if quant else {}
     try:
