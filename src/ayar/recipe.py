@@ -185,6 +185,9 @@ class TrainSection(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about 30% more compute."
     )
+    loss_chunk_size: int | None = Field(
+        None, gt=0, description="Target positions the output head scores at a time (forward and backward); its "
+        "memory is one chunk of positions x vocabulary. null: about 8M logits (256 positions of a 32k vocabulary).")
     save_every: int | None = Field(
         500, gt=0, description="Write a checkpoint every N steps (also at the end and at each new best eval loss)."
     )
