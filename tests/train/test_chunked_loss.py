@@ -76,6 +76,7 @@ def test_auto_chunk_bounds_one_chunk_of_logits():
     assert auto_chunk_size(32000) == 262
     assert auto_chunk_size(262144) == 32
     assert auto_chunk_size(10**9) == 16 and auto_chunk_size(10) == 4096
+    assert auto_chunk_size(151936, "cuda") == 220
     with pytest.raises(ValueError, match="at least 1"):
         target_logps(Head(4, 6, bias=False), torch.randn(2, 4), torch.zeros(2, dtype=torch.long), chunk_size=-1)
 
