@@ -62,6 +62,27 @@ def _chunk_logps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=1)
 
 
+def _plain_chunk(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                 grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(target) of each row, and (``grad``) its gradient w.r.t. ``x``, for a head with no logit transform.
+
+    The same values as :func:`_chunk_logps` and autograd, in fewer passes over the
+    (rows, vocab) logits, all in place: max, subtract, exp, sum; then the softmax
+    minus the one-hot target, one product with the weight: d log p / dx = (onehot - p) W.
+    """
+    z = F.linear(x, weight, bias).float()  # (rows, vocab)
+    z.sub_(z.amax(dim=1, keepdim=True))
+    picked = z.gather(1, targets[:, None]).squeeze(1)
+    z.exp_()
+    total = z.sum(dim=1)
+    logps = picked - total.log()
+    if not grad:
+        return logps, None
+    z.div_(total[:, None])  # softmax
+    z.scatter_add_(1, targets[:, None], torch.full_like(picked[:, None], -1.0))  # p - onehot
+    return logps, -(z.to(x.dtype) @ weight)  # (rows, hidden)
+
+
 class _ChunkedTargetLogps(torch.autograd.Function):
     """log p(target) per row of ``hidden``, the head applied ``chunk`` rows at a time.
 
@@ -80,9 +101,16 @@ class _ChunkedTargetLogps(torch.autograd.Function):
         b = None if bias is None else bias.detach().to(dtype)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)  # (rows,)
         grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if need_h and not need_w else None
+        probe = torch.zeros(1, 1)
+        plain = transform(probe) is probe and not (need_w or (need_h and grad_h is None))
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, start + chunk)
             x = hidden[rows].detach().to(dtype)
+            if plain:  # no logit transform and nothing to recompute: the hand-written pass
+                out[rows], g = _plain_chunk(x, w, b, targets[rows], grad_h is not None)
+                if g is not None:
+                    grad_h[rows] = g
+                continue
             if grad_h is None:
                 out[rows] = _chunk_logps(x, w, b, targets[rows], transform)
                 continue
