@@ -74,7 +74,7 @@ def formal_share(target: str, prompts: list[str], batch_size: int = 50) -> tuple
     from ayar.eval.generate import generate, load_for_inference
 
     model, tokenizer = load_for_inference(target)
-    replies = generate(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=64,
+    replies = generate(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=48,
                        batch_size=batch_size, stop=["\n\n"])
     registers = [formality(r) for r in replies]
     n = len(replies)
