@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from ayar.data.prepare_config import PrepareSection
 from ayar.errors import RecipeError
 from ayar.eval.config import EvalSection
+from ayar.govern.config import GateSection, GovernanceSection
 from ayar.section import Section
 
 
@@ -86,6 +87,18 @@ class AdapterSection(Section):
     target_modules: Literal["all-linear"] | list[str] = Field(
         "all-linear", description="Layers that get adapters: all-linear, or a list such as [q_proj, v_proj]."
     )
+    train_embeddings: Literal["none", "new", "all"] = Field(
+        "none",
+        description="Also train embedding rows, saved with the adapter: new: only the tokens `ayar tokenizer "
+        "extend` added to model.path; all: every row. Input and output rows both (one matrix when tied).",
+    )
+
+    @model_validator(mode="after")
+    def _embeddings_need_adapter(self) -> AdapterSection:
+        if self.train_embeddings != "none" and self.type == "full":
+            raise ValueError("adapter.train_embeddings is for lora and dora; full fine-tuning trains every "
+                             "embedding already")
+        return self
 
 
 class PreferenceSection(Section):
@@ -237,6 +250,14 @@ class Recipe(Section):
         None, description="What `ayar eval RUN_DIR` measures: data, metrics, baseline, judge, forgetting and "
         "memorisation audits."
     )
+    governance: GovernanceSection = Field(
+        default_factory=GovernanceSection, description="Purpose, legal basis, retention and the audit ledger "
+        "(KVKK, EU AI Act documentation)."
+    )
+    gate: GateSection | None = Field(
+        None, description="Release gate: conditions on the latest evaluation that `ayar export` and `ayar serve` "
+        "enforce."
+    )
 
     @field_validator("method")
     @classmethod
@@ -328,6 +349,13 @@ def validate_recipe(
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         raise RecipeError(source, [_describe(err, lines or {}) for err in exc.errors()]) from None
+    if recipe.gate is not None:  # conditions the eval settings can never satisfy
+        from ayar.govern.gates import static_problems
+
+        problems = static_problems(recipe.gate.require, recipe.gate.metric, recipe.eval)
+        if problems:
+            raise RecipeError(source, [_describe({"loc": ("gate", "require", i), "type": "value_error", "msg": text},
+                                                 lines or {}) for i, text in problems])
     if base_dir is not None:
         recipe = _resolve_paths(recipe, base_dir)
     return recipe
@@ -387,8 +415,11 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     if preference.cache_dir:
         preference = preference.model_copy(update={"cache_dir": resolve(preference.cache_dir)})
     evaluation = recipe.eval.resolved(base) if recipe.eval else None
+    governance = recipe.governance
+    if governance.ledger:
+        governance = governance.model_copy(update={"ledger": resolve(governance.ledger)})
     return recipe.model_copy(update={"data": data, "model": model, "output_dir": resolve(recipe.output_dir),
-                                     "preference": preference, "eval": evaluation})
+                                     "preference": preference, "eval": evaluation, "governance": governance})
 
 
 # ----------------------------------------------------------------------------- error text

@@ -42,6 +42,7 @@ from ayar.data.formats import (
     apply_columns,
     convert,
     record_text,
+    record_texts,
     to_json,
 )
 from ayar.data.prepare_config import PrepareSection, SourceConfig
@@ -51,11 +52,13 @@ from ayar.data.split import SPLITS, assign_splits, resolve_leakage
 from ayar.errors import AyarError
 from ayar.eval.canary import canary_manifest, card_section, insert_canary, parse_template, plan_insertions
 from ayar.govern.manifest import describe_folder, file_record, utc_now, write_json_atomic
+from ayar.govern.subject import SubjectCollector
 from ayar.ui import console
 
 PREPARE_MANIFEST_VERSION = 1
 OUTPUTS = ("train.jsonl", "val.jsonl", "test.jsonl", "rejects.jsonl")
 MAX_LISTED_ERRORS = 20
+MAX_TOKENIZER_TEXTS = 20_000  # texts measured by `data inspect --tokenizer`
 AUTO_WORKERS = 8  # most redaction processes `workers: 0` starts (each holds ~400 MiB)
 
 
@@ -109,13 +112,15 @@ def _check_outputs(sources: list[Source], out_dir: Path) -> None:
                             "choose another output_dir")
 
 
-def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progress: bool = True) -> dict[str, Any]:
+def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progress: bool = True,
+            governance=None) -> dict[str, Any]:
     """Run the prepare stage; see the module docstring.
 
     Args:
         section: the recipe's ``prepare`` section.
         base_dir: folder that relative source, tokenizer and output paths are resolved against.
         show_progress: print progress on the console (stderr).
+        governance: the recipe's ``governance`` section (recorded in the audit ledger; None: defaults).
 
     Returns:
         The summary, also written as ``manifest.json``: sources with sha256, counts at every step,
@@ -147,7 +152,11 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
         work.commit()
     finally:
         work.cleanup()
+    summary["subject_index"] = run.subjects.write(out_dir)
     write_json_atomic(out_dir / "manifest.json", summary)  # last: it describes the files above
+    from ayar.govern.record import record_prepare
+
+    record_prepare(summary, governance)
     return summary
 
 
@@ -174,6 +183,7 @@ class _Run:
                                          if (v := getattr(pii, k)) is not None})
         self.workers = section.workers or min(os.cpu_count() or 1, AUTO_WORKERS)
         self.redaction = Redaction(pii, self.workers)
+        self.subjects = SubjectCollector.from_pii(pii)  # keyed identifiers for `ayar audit subject`
         self.table = Table()
         self.tally = PiiTally(section.pii.report_examples if section.pii else 0)
         self.read: Counter[int] = Counter()
@@ -266,6 +276,7 @@ class _Run:
             t = self.table
             t.source.append(s), t.number.append(record.line), t.groups.append(group), t.strata.append(stratum)
             t.pii.append(tuple(f.entity_type for f, _ in found) if found else None)
+            self.subjects.add(original, group, found)
             texts.append(record_text(record))
         self.table.keys.extend(exact_key(text) for text in texts)
         self.table.sigs.extend(signatures(texts, self.section.dedup.num_perm, self.section.dedup.ngram))
@@ -385,6 +396,7 @@ class _Run:
         for i, split in plan.assignment.items():
             self.tally.add_split(split, t.pii[i])
         seconds = time.perf_counter() - self.started
+        self.subjects.finish(plan.assignment, self._where)
         return {
             "ayar_prepare_version": PREPARE_MANIFEST_VERSION,
             "created_at": self.created,
@@ -452,7 +464,9 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
     Returns:
         ``container``, ``format``, ``kind``, ``records``, ``valid``, ``invalid`` (count per reason),
         ``problems`` (the first ones, by location), ``length`` (unit and statistics),
-        ``pii`` (count per entity type in the scanned records) and ``duplicates`` (exact and near rates).
+        ``pii`` (count per entity type in the scanned records), ``duplicates`` (exact and near rates)
+        and, with a tokenizer, ``tokenizer`` (its efficiency on the first records' texts, see
+        :func:`ayar.tokenizer.report.measure`).
 
     Raises:
         DataError: the file cannot be read or its format cannot be told.
@@ -464,6 +478,7 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
     measure = token_counter(tokenizer) if tokenizer else len
     invalid: Counter[str] = Counter()
     problems, lengths, keys, sigs, scan, texts = [], [], [], [], [], []
+    tok_texts: list[str] = []
     records = 0
     for number, raw in iter_records(source.path, source.container):
         records += 1
@@ -477,6 +492,8 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
                 problems.append(f"{source.where(number)}: {exc.detail}")
             continue
         text = record_text(record)
+        if tokenizer and len(tok_texts) < MAX_TOKENIZER_TEXTS:
+            tok_texts += [t for label, t in record_texts(record) if label != "label" and t.strip()]
         lengths.append(measure(text))
         keys.append(exact_key(text))
         texts.append(text)
@@ -493,7 +510,15 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
             "length": {"unit": "tokens" if tokenizer else "chars", **(stats(lengths) or {})},
             "pii": _scan_pii(scan),
             "duplicates": {"exact": dedup.count("exact"), "near": dedup.count("near"),
-                           "rate": round(len(dedup.removed) / len(keys), 4) if keys else 0.0}}
+                           "rate": round(len(dedup.removed) / len(keys), 4) if keys else 0.0},
+            **({"tokenizer": _tokenizer_efficiency(tokenizer, tok_texts)} if tokenizer and tok_texts else {})}
+
+
+def _tokenizer_efficiency(tokenizer: str, texts: list[str]) -> dict[str, Any]:
+    """Fertility, characters per token and the most fragmented words (see :mod:`ayar.tokenizer.report`)."""
+    from ayar.tokenizer.report import measure, open_tokenizer
+
+    return measure(open_tokenizer(tokenizer), texts, name=tokenizer, top=10).to_dict()
 
 
 def _scan_pii(records: list[dict]) -> dict[str, Any]:
