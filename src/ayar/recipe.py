@@ -203,6 +203,10 @@ class TrainSection(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about 30% more compute."
     )
+    loss_chunk_size: int | None = Field(
+        None, gt=0, description="Target positions the output head scores at a time (forward and backward); its "
+        "memory is one chunk of positions x vocabulary. null: about 8M logits on a CPU (262 positions of a 32k "
+        "vocabulary), 32M on a GPU.")
     save_every: int | None = Field(
         500, gt=0, description="Write a checkpoint every N steps (also at the end and at each new best eval loss)."
     )

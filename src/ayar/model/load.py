@@ -36,15 +36,20 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
-def resolve_dtype(name: str, device: torch.device, *, full_finetune: bool = False) -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device, *, full_finetune: bool = False,
+                  autocast: torch.dtype | None = torch.bfloat16) -> torch.dtype:
     """Weight dtype for ``model.dtype``.
 
     ``auto`` is bf16 for a frozen base under an adapter when the device supports
-    it, and fp32 for full fine-tuning (AdamW on bf16 weights loses small updates).
+    it and training autocasts to bf16: autocast would cast every frozen fp32
+    weight to bf16 at every matmul of every step anyway, so storing it in bf16
+    saves those casts and half the memory (tests/train/test_frozen_dtype.py
+    bounds the difference). fp32 for full fine-tuning (AdamW on bf16 weights
+    loses small updates) and for fp32 training.
     """
     if name != "auto":
         return DTYPES[name]
-    if not full_finetune and bf16_supported(device):
+    if not full_finetune and autocast == torch.bfloat16 and bf16_supported(device):
         return torch.bfloat16
     return torch.float32
 

@@ -306,7 +306,7 @@ def fit(
     warn = warn or (lambda message: None)
     torch.manual_seed(cfg.seed)
     steps = total_steps(len(train_examples), cfg)
-    objective = objective or LMObjective()
+    objective = objective or LMObjective(cfg.loss_chunk_size)
     loss_model = objective.wrap(model)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps)

@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ayar.chat.tokenize import IGNORE_INDEX as IGNORE
 from ayar.train.batching import collate
-from ayar.train.losses import TargetLoss, count_targets, scale_logits, unwrap
+from ayar.train.losses import TargetLoss, count_targets, target_logps, unwrap
 from ayar.train.preference_data import KtoItem, PairExample
 from ayar.train.preference_losses import PAIR_LOSSES, LossSpec, SeqLogps, kto
 
@@ -85,11 +84,13 @@ class ReferenceObjective(Objective, Protocol):
 
 
 def sequence_logps(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
-                   attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   attention_mask: torch.Tensor | None = None,
+                   chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probability of each row's target tokens, and their count.
 
     Like :class:`~ayar.train.losses.TargetLoss`, the output projection runs only at
-    positions whose next token is a target.
+    positions whose next token is a target, ``chunk_size`` of them at a time
+    (:func:`~ayar.train.losses.target_logps`).
 
     Returns:
         ``(sums, counts)``, each of shape (rows,); sums in at least fp32.
@@ -99,11 +100,7 @@ def sequence_logps(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tens
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     mask = targets.ne(IGNORE)  # (rows, seq-1)
-    logits = inner.get_output_embeddings()(hidden[:, :-1][mask])  # (n_targets, vocab)
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    logits = scale_logits(inner.config, logits)
-    token_logps = -F.cross_entropy(logits, targets[mask], reduction="none")
+    token_logps = target_logps(inner, hidden[:, :-1][mask], targets[mask], chunk_size)  # (n_targets,)
     rows = mask.nonzero()[:, 0]
     sums = torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=token_logps.device)
     return sums.index_add(0, rows, token_logps), mask.sum(dim=1)
@@ -152,8 +149,11 @@ class LMObjective:
 
     needs_reference = False
 
+    def __init__(self, chunk_size: int | None = None):
+        self.chunk_size = chunk_size  # target positions per head chunk (None: by vocabulary size)
+
     def wrap(self, model: nn.Module) -> nn.Module:
-        return _LMTerms(model)
+        return _LMTerms(model, self.chunk_size)
 
     def collate(self, examples: Sequence[Any], pad_id: int) -> Batch:
         return collate(examples, pad_id)
@@ -166,9 +166,9 @@ class LMObjective:
 
 
 class _LMTerms(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, chunk_size: int | None = None):
         super().__init__()
-        self.loss = TargetLoss(model)
+        self.loss = TargetLoss(model, chunk_size)
 
     def forward(self, **batch: torch.Tensor) -> tuple[Terms, Stats]:
         loss_sum, _ = self.loss(**batch)
@@ -178,8 +178,10 @@ class _LMTerms(nn.Module):
 class PairObjective:
     """DPO, ORPO, CPO, SimPO: chosen and rejected rows in one forward pass."""
 
-    def __init__(self, spec: LossSpec, params: dict, nll_weight: float = 0.0, reference: Reference | None = None):
+    def __init__(self, spec: LossSpec, params: dict, nll_weight: float = 0.0, reference: Reference | None = None,
+                 chunk_size: int | None = None):
         self.spec, self.params, self.nll_weight, self.reference = spec, params, nll_weight, reference
+        self.chunk_size = chunk_size
         self.needs_reference = spec.needs_reference
 
     def wrap(self, model: nn.Module) -> nn.Module:
@@ -218,7 +220,7 @@ class _PairTerms(nn.Module):
                 weight: torch.Tensor, ref: torch.Tensor | None = None) -> tuple[Terms, Stats]:
         obj = self.objective
         n = weight.shape[0]
-        sums, counts = sequence_logps(self.model, input_ids, labels, attention_mask)
+        sums, counts = sequence_logps(self.model, input_ids, labels, attention_mask, obj.chunk_size)
         policy = SeqLogps(sums[:n], sums[n:], counts[:n], counts[n:])
         reference = None
         if obj.needs_reference:
@@ -254,8 +256,8 @@ class KtoObjective:
 
     needs_reference = True
 
-    def __init__(self, params: dict, reference: Reference | None = None):
-        self.params, self.reference = params, reference
+    def __init__(self, params: dict, reference: Reference | None = None, chunk_size: int | None = None):
+        self.params, self.reference, self.chunk_size = params, reference, chunk_size
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return _KtoTerms(model, self)
@@ -307,9 +309,9 @@ class _KtoTerms(nn.Module):
                 kl_input_ids: torch.Tensor, kl_labels: torch.Tensor, kl_attention_mask: torch.Tensor,
                 desirable: torch.Tensor, weight: torch.Tensor, ref: torch.Tensor | None = None) -> tuple[Terms, Stats]:
         obj = self.objective
-        policy, _ = sequence_logps(self.model, input_ids, labels, attention_mask)
+        policy, _ = sequence_logps(self.model, input_ids, labels, attention_mask, obj.chunk_size)
         with torch.no_grad():  # the reference point gets no gradient (as in the paper)
-            policy_kl, _ = sequence_logps(self.model, kl_input_ids, kl_labels, kl_attention_mask)
+            policy_kl, _ = sequence_logps(self.model, kl_input_ids, kl_labels, kl_attention_mask, obj.chunk_size)
         if ref is not None:
             ref, ref_kl = ref[:, 0], ref[:, 1]
         else:
@@ -417,12 +419,13 @@ def _assign(examples: Sequence[PairExample] | Sequence[KtoItem], first: list[flo
 def make_objective(recipe: Recipe, reference: Reference | None) -> Objective:
     """The objective for the recipe's method (a language-modelling one for pretrain and sft)."""
     cfg = recipe.method_config()
+    chunk = recipe.train.loss_chunk_size
     if cfg is None:
-        return LMObjective()
+        return LMObjective(chunk)
     params = cfg.model_dump()
     if recipe.method == "kto":
-        return KtoObjective(params, reference)
+        return KtoObjective(params, reference, chunk)
     losses = PAIR_LOSSES[recipe.method]
     spec = losses[params.pop("loss")] if "loss" in params else next(iter(losses.values()))
     nll = params.pop(spec.nll_weight_field) if spec.nll_weight_field else 0.0
-    return PairObjective(spec, params, nll, reference if spec.needs_reference else None)
+    return PairObjective(spec, params, nll, reference if spec.needs_reference else None, chunk)

@@ -208,7 +208,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
         raise AyarError(f"{recipe.data.train}: no usable training examples ({stats})")
 
     full = recipe.adapter.type == "full"
-    dtype = resolve_dtype(m.dtype, accelerator.device, full_finetune=full)
+    dtype = resolve_dtype(m.dtype, accelerator.device, full_finetune=full, autocast=amp)
     model = load_model(m.path, dtype=dtype, revision=m.revision, trust_remote_code=m.trust_remote_code,
                        device=accelerator.device, quantization=m.quantization)
     if recipe.data.packing and method.name == "sft":
