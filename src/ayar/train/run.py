@@ -174,8 +174,13 @@ def _oom_advice(exc: OutOfMemory, recipe: Recipe) -> AyarError:
     )
 
 
-def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool = False) -> TrainedRun:
+def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool = False,
+                      force: bool = False) -> TrainedRun:
     """Run the recipe's training stage and write its outputs.
+
+    Before the weights load, the plan's estimate (:mod:`ayar.plan`) must fit the
+    device's free memory (``force`` skips that check); peak memory, tokens/s and
+    achieved MFU go into ``summary.json`` under ``measured``.
 
     Raises:
         AyarError: bad data, a model that cannot be loaded, an output folder that
@@ -187,6 +192,8 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     from ayar.govern.manifest import MANIFEST_NAME, build_manifest, utc_now, write_json_atomic
     from ayar.model.adapters import attach_adapter, count_parameters
     from ayar.model.load import load_model, load_tokenizer, resolve_dtype
+    from ayar.plan.measure import PeakMemory, measured
+    from ayar.plan.report import preflight
     from ayar.train.tracking import start_tracking
 
     started = utc_now()
@@ -194,6 +201,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     resume_from = plan_resume(recipe, resume=resume, overwrite=overwrite)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
     amp = autocast_dtype(recipe.train.precision, accelerator.device)
+    peak = PeakMemory(accelerator.device.type).start()
 
     m = recipe.model
     tokenizer = load_tokenizer(m.path, chat_template=m.chat_template, revision=m.revision,
@@ -204,6 +212,8 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     if not train_examples:
         raise AyarError(f"{recipe.data.train}: no usable training examples ({stats})")
 
+    preflight(recipe, tokenizer, train_examples, accelerator.device, force=force,
+              say=lambda msg: console.print(msg, markup=False) if accelerator.is_main_process else None)
     full = recipe.adapter.type == "full"
     dtype = resolve_dtype(m.dtype, accelerator.device, full_finetune=full)
     model = load_model(m.path, dtype=dtype, revision=m.revision, trust_remote_code=m.trust_remote_code,
@@ -278,7 +288,8 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
             summary = {"method": method.name, "adapter": recipe.adapter.type, "trainable_parameters": trainable,
                        "total_parameters": total, "data": vars(stats), "val_examples": len(val_examples),
                        "padding_fraction": padding,
-                       **{k: v for k, v in result.to_dict().items() if k != "history"}}
+                       **{k: v for k, v in result.to_dict().items() if k != "history"},
+                       "measured": measured(recipe, train_examples, result, peak.read(), accelerator.device)}
             write_json_atomic(out / "summary.json", summary)
             manifest = build_manifest(
                 recipe=recipe.model_dump(mode="json"), data_files=[recipe.data.train, recipe.data.val],
