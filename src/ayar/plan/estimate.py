@@ -246,11 +246,12 @@ def fit_row(p: Planned, device: Device, cals: dict[str, Calibration] | None = No
     if as_written.fits:
         return FitRow(device, "fits", as_written, as_written, {}, largest({}))
     fitting = []
-    for status, change in candidates(p):
+    for order, (status, change) in enumerate(candidates(p)):
         est = _fits_with(p, device, cals, **change)
         if est.fits:
-            fitting.append((est.seconds[1], status, change, est))
+            fitting.append((est.seconds[1], order, status, change, est))
     if not fitting:
         return FitRow(device, "does not fit", as_written, None)
-    _, status, change, est = min(fitting, key=lambda f: f[0])
+    # the fastest; on a tie the earlier candidate (checkpointing before smaller batches before QLoRA)
+    _, _, status, change, est = min(fitting, key=lambda f: (f[0], f[1]))
     return FitRow(device, status, as_written, est, recipe_keys(p, change), largest(change))

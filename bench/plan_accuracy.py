@@ -1,0 +1,168 @@
+"""How close is `ayar plan` to what a run really uses? Peak memory and time, predicted vs measured.
+
+Trains short runs (a few steps each, every one in a fresh process so peak memory is its own) on this
+machine, fits the calibration constants on one set of runs and predicts a *disjoint* set with them.
+Targets (issue 17): predicted peak memory within ±15% of measured, predicted time within ±25%.
+
+    python bench/plan_accuracy.py            # train every configuration, then calibrate and compare
+    python bench/plan_accuracy.py --reuse    # keep finished runs, redo only the analysis
+
+Models: a random 4-layer Llama built here ("tiny"), and SmolLM2-135M / Gemma 3 270M when
+`ayar model fetch` has put them under ayar.paths.models_dir() (configurations for a missing model are
+skipped and listed). Results: bench/results/plan_accuracy.json and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT / "src"), str(HERE)]
+
+from common import TextSource, conversations, tokenizer_corpus  # noqa: E402
+
+from ayar.paths import models_dir  # noqa: E402
+
+STEPS = 5
+# name, model, method, adapter, quantization, micro-batch, max_length, set (calibrate / evaluate)
+CONFIGS = [
+    ("tiny-lora-sft-b2-l128", "tiny", "sft", "lora", "none", 2, 128, "calibrate"),
+    ("smol-lora-sft-b2-l256", "smollm2-135m", "sft", "lora", "none", 2, 256, "calibrate"),
+    ("smol-full-sft-b4-l256", "smollm2-135m", "sft", "full", "none", 4, 256, "calibrate"),
+    ("smol-lora-dpo-b1-l256", "smollm2-135m", "dpo", "lora", "none", 1, 256, "calibrate"),
+    ("gemma-lora-sft-b1-l128", "gemma-3-270m", "sft", "lora", "none", 1, 128, "calibrate"),
+    ("tiny-dora-sft-b4-l256", "tiny", "sft", "dora", "none", 4, 256, "evaluate"),
+    ("tiny-qlora-sft-b2-l128", "tiny", "sft", "lora", "nf4", 2, 128, "evaluate"),
+    ("tiny-lora-dpo-b2-l128", "tiny", "dpo", "lora", "none", 2, 128, "evaluate"),
+    ("smol-lora-sft-b4-l512", "smollm2-135m", "sft", "lora", "none", 4, 512, "evaluate"),
+    ("smol-dora-sft-b2-l256", "smollm2-135m", "sft", "dora", "none", 2, 256, "evaluate"),
+    ("smol-qlora-sft-b2-l256", "smollm2-135m", "sft", "lora", "nf4", 2, 256, "evaluate"),
+    ("smol-full-sft-b2-l128", "smollm2-135m", "sft", "full", "none", 2, 128, "evaluate"),
+    ("smol-lora-dpo-b2-l128", "smollm2-135m", "dpo", "lora", "none", 2, 128, "evaluate"),
+    ("gemma-lora-sft-b2-l256", "gemma-3-270m", "sft", "lora", "none", 2, 256, "evaluate"),
+    ("gemma-qlora-sft-b1-l256", "gemma-3-270m", "sft", "lora", "nf4", 1, 256, "evaluate"),
+]
+
+
+def build_inputs(work: Path) -> dict[str, Path]:
+    """The tiny model and the SFT / preference data files (deterministic, local)."""
+    from ayar.model.tiny import build_tiny_model
+
+    source = TextSource(0, lexicon_size=5000)
+    tiny = work / "tiny"
+    if not (tiny / "model.safetensors").exists():
+        build_tiny_model(tiny, tokenizer_corpus(0, source, documents=2000), vocab_size=2048, hidden_size=256,
+                         intermediate_size=512, num_layers=4, num_heads=4, num_kv_heads=2)
+    convs = conversations(200, 1, source)
+    sft = work / "sft.jsonl"
+    sft.write_text("".join(json.dumps({"messages": c}, ensure_ascii=False) + "\n" for c in convs), encoding="utf-8")
+    rng = random.Random(2)
+    pairs = work / "pairs.jsonl"
+    with pairs.open("w", encoding="utf-8") as fh:
+        for c in convs:
+            prompt = [m for m in c if m["role"] != "assistant"][:2]
+            chosen = c[-1]["content"]
+            rejected = source.text(rng, max(3, len(chosen.split()) + rng.randint(-5, 5)))
+            fh.write(json.dumps({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
+                                 "rejected": [{"role": "assistant", "content": rejected}]}, ensure_ascii=False) + "\n")
+    return {"tiny": tiny, "sft": sft, "dpo": pairs}
+
+
+def recipe_text(cfg: tuple, model: Path, data: Path, out: Path) -> str:
+    name, _, method, adapter, quant, mb, length, _ = cfg
+    return json.dumps({
+        "model": {"path": str(model), "quantization": quant},
+        "data": {"train": str(data), "max_length": length},
+        "method": method, "adapter": {"type": adapter},
+        "train": {"max_steps": STEPS, "micro_batch_size": mb, "tracking": "none", "save_every": 1000,
+                  "learning_rate": 1e-4, "seed": 0},
+        "output_dir": str(out),
+    })
+
+
+def train(cfg: tuple, model: Path, data: Path, work: Path, reuse: bool) -> Path | None:
+    out = work / "runs" / cfg[0]
+    if reuse and (out / "summary.json").exists():
+        return out
+    recipe = work / f"{cfg[0]}.yaml"
+    recipe.write_text(recipe_text(cfg, model, data, out), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOKENIZERS_PARALLELISM": "false"}
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-m", "ayar.cli", "train", str(recipe), "--overwrite", "--force"],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode:
+        print(f"{cfg[0]}: failed\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    print(f"{cfg[0]}: trained in {time.time() - started:.0f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="/tmp/ayar-plan-bench")
+    parser.add_argument("--reuse", action="store_true", help="keep runs that already have a summary.json")
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    inputs = build_inputs(work)
+    models = {"tiny": inputs["tiny"], **{n: models_dir() / n for n in ("smollm2-135m", "gemma-3-270m")}}
+    runs: dict[str, Path] = {}
+    skipped = []
+    loads = []
+    for cfg in CONFIGS:
+        model = models[cfg[1]]
+        if not (model / "config.json").exists():
+            skipped.append(cfg[0])
+            continue
+        loads.append(os.getloadavg()[0])
+        run = train(cfg, model, inputs[cfg[2] if cfg[2] == "dpo" else "sft"], work, args.reuse)
+        if run:
+            runs[cfg[0]] = run
+    analyse(runs, work, skipped, loads)
+
+
+def analyse(runs: dict[str, Path], work: Path, skipped: list[str], loads: list[float]) -> None:
+    """Calibrate on the calibration set, predict the evaluation set, print and store the table."""
+    os.environ["AYAR_HOME"] = str(work / "home")  # the fitted constants go here, not to the user's home
+    from ayar.plan.calibrate import calibrate
+    from ayar.plan.report import compare_run
+
+    sets = {cfg[0]: cfg[7] for cfg in CONFIGS}
+    calib = [runs[n] for n in runs if sets[n] == "calibrate"]
+    doc = calibrate(calib, source=f"bench/plan_accuracy.py calibration set ({len(calib)} runs)")
+    rows = []
+    for name, run in runs.items():
+        c = compare_run(run)
+        rows.append({"name": name, "set": sets[name], **{k: c[k] for k in (
+            "predicted_peak_bytes", "measured_peak_bytes", "memory_error", "predicted_seconds", "measured_seconds",
+            "time_error", "measured_mfu")}})
+    evaluated = [r for r in rows if r["set"] == "evaluate"]
+    mem_ok = sum(abs(r["memory_error"]) <= 0.15 for r in evaluated)
+    time_ok = sum(r["time_error"] is not None and abs(r["time_error"]) <= 0.25 for r in evaluated)
+    result = {"calibration": doc["classes"].get("cpu"), "rows": rows, "skipped": skipped,
+              "memory_within_15pct": f"{mem_ok}/{len(evaluated)}", "time_within_25pct": f"{time_ok}/{len(evaluated)}",
+              "load_average": [min(loads or [0]), max(loads or [0])], "steps": STEPS}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "plan_accuracy.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print("\n| configuration | set | peak memory predicted / measured | error | time predicted / measured | "
+          "error |\n|---|---|---|---|---|---|")
+    for r in rows:
+        lo, hi = r["predicted_seconds"]
+        print(f"| {r['name']} | {r['set']} | {r['predicted_peak_bytes'] / 2**30:.2f} / "
+              f"{r['measured_peak_bytes'] / 2**30:.2f} GiB | {r['memory_error']:+.0%} | {lo:.1f}–{hi:.1f} / "
+              f"{r['measured_seconds']:.1f} s | {r['time_error']:+.0%} |")
+    print(f"\nevaluation set: memory within ±15% in {result['memory_within_15pct']}, time within ±25% in "
+          f"{result['time_within_25pct']}; load average during runs {result['load_average']}; skipped: "
+          f"{', '.join(skipped) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
