@@ -26,7 +26,7 @@ from ayar.errors import AyarError
 from ayar.fsutil import atomic_write
 from ayar.plan.catalogue import GIB, Calibration, plan_home
 from ayar.plan.estimate import estimate_device, plan_recipe
-from ayar.plan.report import _device_for, read_run
+from ayar.plan.report import _device_for, measured_seconds, read_run
 
 NEUTRAL = Calibration(mfu=(1.0, 1.0), step_overhead_s=0.0, overhead_bytes=0.0, activation_factor=1.0,
                       source="neutral", optimizer_s_per_param=0.0, peak_flops=None)
@@ -52,7 +52,7 @@ def run_parts(run_dir: Path) -> dict:
     """A run's measured values and the parts of its prediction the constants scale."""
     recipe, summary = read_run(run_dir)
     m = summary.get("measured") or {}
-    if not m.get("peak_memory_bytes") or not m.get("step_seconds"):
+    if not m.get("peak_memory_bytes") or not measured_seconds(m):
         raise AyarError(f"{run_dir}/summary.json: no measurements to calibrate from (rerun it with this ayar)")
     p = plan_recipe(recipe)
     p.steps = m["steps"]
@@ -62,7 +62,8 @@ def run_parts(run_dir: Path) -> dict:
     act = t["activations"] + t["loss_head"] + (t["reference"] if est.setup.reference != "copy" else 0.0)
     return {"class": device.device_class, "peak": device.peak_flops, "measured_bytes": m["peak_memory_bytes"],
             "fixed_bytes": sum(t.values()) - act, "activation_bytes": act,
-            "measured_s": m["step_seconds"] * m["steps"], "flops": est.flops,
+            "measured_s": measured_seconds(m), "flops": est.flops,
+            "peak_per_core": device.peak_flops / max(m.get("threads", 1), 1),
             "layer_batches": m["micro_batches"] * p.inventory.dims.layers,
             "param_steps": p.trainable * m["steps"], "source": str(run_dir)}
 
@@ -106,7 +107,7 @@ def calibrate(run_dirs: list[Path], *, source: str | None = None, out: Path | No
         entry = fit(parts, peak)
         entry["source"] = source or f"ayar plan --calibrate on {len(parts)} runs"
         if name == "cpu":
-            entry["peak_tflops_bf16"] = peak / 1e12
+            entry["peak_tflops_bf16_per_core"] = parts[0]["peak_per_core"] / 1e12
         doc["classes"][name] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as fh:

@@ -46,7 +46,7 @@ class Calibration:
     activation_factor: float
     source: str
     optimizer_s_per_param: float = 0.0
-    peak_flops: float | None = None  # cpu: this class's measured peak (GPUs take theirs from the catalogue)
+    peak_flops: float | None = None  # cpu: measured peak of one core (GPUs take theirs from the catalogue)
 
 
 def plan_home() -> Path:
@@ -80,18 +80,20 @@ def load_calibrations() -> dict[str, Calibration]:
                 mfu=tuple(c["mfu"]), step_overhead_s=float(c["step_overhead_s"]),
                 overhead_bytes=float(c["overhead_gib"]) * GIB, activation_factor=float(c["activation_factor"]),
                 source=str(c.get("source", "")), optimizer_s_per_param=float(c.get("optimizer_s_per_param", 0.0)),
-                peak_flops=float(c["peak_tflops_bf16"]) * 1e12 if c.get("peak_tflops_bf16") else None)
+                peak_flops=float(c["peak_tflops_bf16_per_core"]) * 1e12 if c.get("peak_tflops_bf16_per_core") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise AyarError(f"calibration for device class {name!r}: missing or bad field {exc}") from None
     return out
 
 
-def cpu_device(calibration: Calibration) -> Device:
-    """This machine's CPU and RAM as a device (no price)."""
+def cpu_device(calibration: Calibration, threads: int | None = None) -> Device:
+    """This machine's CPU and RAM as a device (no price); peak = per-core peak x compute threads."""
     import psutil
+    import torch
 
-    return Device("cpu", psutil.virtual_memory().total, calibration.peak_flops or 1e12, None, "cpu",
-                  "this machine: RAM from psutil, peak from calibration.yaml")
+    threads = threads or torch.get_num_threads()
+    return Device("cpu", psutil.virtual_memory().total, (calibration.peak_flops or 0.35e12) * threads, None, "cpu",
+                  f"this machine: RAM from psutil, {threads} threads x per-core peak from calibration.yaml")
 
 
 def load_catalogue() -> dict[str, Device]:

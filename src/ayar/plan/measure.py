@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,21 +74,46 @@ def step_seconds(history: list[dict]) -> float | None:
     return statistics.median(durations) if durations else (times[0] if times else None)
 
 
-def measured(recipe, examples, result, peak: dict, device) -> dict:
-    """The measured record of a run: peak memory, tokens/s, step time, FLOPs and achieved MFU."""
+class StepClock:
+    """Wraps the loop's progress callback to note the process's CPU time after every step.
+
+    CPU time (all threads) is what a step costs whoever else shares the cores; wall time is not.
+    """
+
+    def __init__(self, inner=None):
+        self.inner, self.cpu = inner, [time.process_time()]
+
+    def __call__(self, step, total, record) -> None:
+        self.cpu.append(time.process_time())
+        if self.inner is not None:
+            self.inner(step, total, record)
+
+    def median_step(self) -> float | None:
+        """Median CPU seconds of a step, the first (warm-up) left out when there are others."""
+        steps = [b - a for a, b in zip(self.cpu, self.cpu[1:], strict=False)]
+        steps = steps[1:] if len(steps) > 1 else steps
+        return statistics.median(steps) if steps else None
+
+
+def measured(recipe, examples, result, peak: dict, device, clock: StepClock | None = None) -> dict:
+    """The measured record of a run: peak memory, tokens/s, step time (wall and CPU), FLOPs and achieved MFU
+    (useful FLOPs over the planner's time: compute time on a CPU, wall time on a GPU)."""
     import torch
 
     out: dict = {**peak, "device": _device_name(device), "threads": torch.get_num_threads(),
                  "load_average": round(os.getloadavg()[0], 2), "steps": result.steps,
                  "micro_batches": result.steps * recipe.train.gradient_accumulation_steps,
                  "tokens_per_s": result.tokens / result.seconds if result.seconds else None,
-                 "step_seconds": step_seconds(result.history)}
+                 "step_seconds": step_seconds(result.history),
+                 "step_cpu_seconds": clock.median_step() if clock else None}
     try:
         from ayar.plan.report import run_flops_of
         flops, useful, peak_flops = run_flops_of(recipe, examples, result.steps, device)
     except AyarError:  # a hub id: no local headers to count FLOPs from
         return out
-    seconds = (out["step_seconds"] or 0) * result.steps
+    from ayar.plan.report import measured_seconds
+
+    seconds = measured_seconds(out) or 0.0
     out.update({"flops": flops, "useful_flops": useful, "peak_flops": peak_flops,
                 "mfu": useful / (seconds * peak_flops) if seconds else None})
     return out

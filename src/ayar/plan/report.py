@@ -150,7 +150,7 @@ def compare_run(run_dir: Path) -> dict:
     p.steps = measured["steps"]
     device = _device_for(measured)
     est = estimate_device(p, device)
-    seconds = (measured.get("step_seconds") or 0) * measured["steps"]
+    seconds = measured_seconds(measured) or 0.0
     mid = (est.seconds[0] + est.seconds[1]) / 2
     return {"run": str(run_dir), "device": device.name, "predicted_peak_bytes": est.peak,
             "measured_peak_bytes": measured["peak_memory_bytes"], "memory_error": est.peak / measured[
@@ -160,13 +160,24 @@ def compare_run(run_dir: Path) -> dict:
 
 
 def _device_for(measured: dict) -> Device:
+    """The catalogue device a run was measured on (a CPU with the run's thread count)."""
+    from ayar.plan.catalogue import cpu_device
+
     catalogue = load_catalogue()
     if measured.get("device", "cpu") == "cpu":
-        return catalogue["cpu"]
+        return cpu_device(load_calibrations()["cpu"], measured.get("threads"))
     for name, d in catalogue.items():
         if name.split("-")[0].lower() in measured["device"].lower():
             return d
     return catalogue["H100-80GB"]
+
+
+def measured_seconds(m: dict) -> float | None:
+    """A run's time in the planner's terms: on a CPU compute time (CPU seconds / threads, what the run takes on an
+    idle machine, robust to other processes sharing the cores); on a GPU wall time. Per-step medians x steps."""
+    if m.get("device", "cpu") == "cpu" and m.get("step_cpu_seconds"):
+        return m["step_cpu_seconds"] * m["steps"] / max(m.get("threads", 1), 1)
+    return m["step_seconds"] * m["steps"] if m.get("step_seconds") else None
 
 
 def render_comparison(c: dict) -> str:

@@ -192,7 +192,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     from ayar.govern.manifest import MANIFEST_NAME, build_manifest, utc_now, write_json_atomic
     from ayar.model.adapters import attach_adapter, count_parameters
     from ayar.model.load import load_model, load_tokenizer, resolve_dtype
-    from ayar.plan.measure import PeakMemory, measured
+    from ayar.plan.measure import PeakMemory, StepClock, measured
     from ayar.plan.report import preflight
     from ayar.train.tracking import start_tracking
 
@@ -273,10 +273,11 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
         tracker.log(record, step=record["step"])
 
     with tracker, step_progress(method.name) as update, stop_on_signals() as stop:
+        clock = StepClock(update)
         try:
             result = fit(model, train_examples, recipe.train, pad_id=tokenizer.pad_token_id,
                          val_examples=val_examples, accelerator=accelerator, log=log if main else None,
-                         progress=update, checkpointing=checkpointing, stop=stop, objective=objective,
+                         progress=clock, checkpointing=checkpointing, stop=stop, objective=objective,
                          warn=lambda msg: console.print(f"warning: {msg}", style="yellow", markup=False))
         except OutOfMemory as exc:
             raise _oom_advice(exc, recipe) from None
@@ -289,7 +290,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
                        "total_parameters": total, "data": vars(stats), "val_examples": len(val_examples),
                        "padding_fraction": padding,
                        **{k: v for k, v in result.to_dict().items() if k != "history"},
-                       "measured": measured(recipe, train_examples, result, peak.read(), accelerator.device)}
+                       "measured": measured(recipe, train_examples, result, peak.read(), accelerator.device, clock)}
             write_json_atomic(out / "summary.json", summary)
             manifest = build_manifest(
                 recipe=recipe.model_dump(mode="json"), data_files=[recipe.data.train, recipe.data.val],
