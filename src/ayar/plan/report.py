@@ -54,7 +54,7 @@ def plan_to_dict(p: Planned, rows: list[FitRow]) -> dict:
 def _estimate_dict(e: DeviceEstimate) -> dict:
     return {"memory_bytes": {k: round(v) for k, v in e.terms.items()}, "peak_memory_bytes": round(e.peak),
             "fits": e.fits, "seconds": [round(s, 1) for s in e.seconds], "flops": e.flops,
-            "cost_usd": [round(c, 2) for c in e.cost] if e.cost else None, "calibration": e.calibration.source}
+            "cost_usd": list(e.cost) if e.cost else None, "calibration": e.calibration.source}
 
 
 def _row_dict(row: FitRow) -> dict:
