@@ -109,3 +109,15 @@ def test_plan_works_without_the_weight_data(tiny_llama, tmp_path):
     assert p.profile.examples == 8
     with pytest.raises((AyarError, SafetensorError)):  # the weights themselves are gone
         load_model(str(folder))
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_real_models_counts_equal_loaded_and_peft(real_model_path):
+    """SmolLM2-135M and Gemma 3 270M: the header counts equal the loaded model's and peft's."""
+    inv = read_inventory(str(real_model_path))
+    model = load_model(str(real_model_path))
+    assert inv.total == sum(p.numel() for p in model.parameters())
+    for adapter in (AdapterSection(r=16), AdapterSection(type="dora", r=8)):
+        trainable, _ = count_parameters(attach_adapter(load_model(str(real_model_path)), adapter))
+        assert trainable_parameters(inv, adapter) == trainable

@@ -91,15 +91,21 @@ def render(p: Planned, rows: list[FitRow]) -> str:
     lines.append(f"{'device':<12}{'memory':>10}  {'peak':>10}  {'status':<44}{'max mb':>7}  {'time':<14}cost")
     for row in rows:
         e = row.chosen or row.estimate
-        cost = _range(*e.cost, lambda c: f"${c:,.2f}") if e.cost else "-"
+        cost = _range(*e.cost, lambda c: f"${c:,.2f}" if c >= 0.01 else "<$0.01") if e.cost else "-"
         status = row.status + (f" ({', '.join(f'{k}={v}' for k, v in row.change.items())})" if row.change else "")
         lines.append(f"{row.device.name:<12}{human_bytes(row.device.memory_bytes):>10}  {human_bytes(e.peak):>10}  "
-                     f"{status:<44}{row.max_micro_batch:>7}  {_range(*e.seconds, human_seconds):<14}{cost}")
+                     f"{status:<44}{_largest(row.max_micro_batch):>7}  {_range(*e.seconds, human_seconds):<14}{cost}")
     advice = advise(p, rows)
     if advice:
         lines.append("")
         lines += [f"advice  {a.message} ({a.reason})" for a in advice]
     return "\n".join(lines)
+
+
+def _largest(n: int) -> str:
+    from ayar.plan.estimate import MAX_MICRO_BATCH
+
+    return f">={n}" if n >= MAX_MICRO_BATCH else str(n)
 
 
 def plan_command(recipe, gpu: str | None) -> tuple[Planned, list[FitRow]]:
