@@ -182,7 +182,7 @@ def analyse(runs: dict[str, Path], work: Path, skipped: list[str], loads: list[f
               "measured": {n: json.loads((runs[n] / "summary.json").read_text())["measured"] for n in runs},
               "load_average": [min(loads or [0]), max(loads or [0])]}
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "plan_accuracy.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (HERE / "results" / "plan_accuracy.json").write_text(json.dumps(result, indent=2, default=lambda o: o.item()), encoding="utf-8")
     print("\n| configuration | predicted by | peak memory predicted / measured | error | time predicted / measured "
           "| error |\n|---|---|---|---|---|---|")
     for r in rows:
@@ -192,7 +192,7 @@ def analyse(runs: dict[str, Path], work: Path, skipped: list[str], loads: list[f
               f"{r['measured_seconds']:.1f} s | {r['time_error']:+.0%} |")
     print(f"\nleave-one-out over {len(loo)} runs: memory within ±15% in {result['memory_within_15pct']}, time within "
           f"±25% in {result['time_within_25pct']}; load average {result['load_average']}; skipped: "
-          f"{', '.join(skipped) or 'none'}\nconstants from all runs: {json.dumps(everything)}")
+          f"{', '.join(skipped) or 'none'}\nconstants from all runs: {json.dumps(everything, default=lambda o: o.item())}")
 
 
 if __name__ == "__main__":

@@ -97,6 +97,16 @@ def test_reference_terms(inv):
     assert memory.reference(inv, setup(reference="copy", reference_rows=4)) == TOTAL * 2 + 4 * 32 * per
 
 
+def test_gradients_overlap_freed_activations_without_accumulation(inv):
+    act = memory.activations(inv, setup()) + memory.loss_head(inv, setup())
+    small = memory.breakdown(inv, setup(), 1000, overhead=0, activation_factor=1, host=False)
+    assert small["gradients"] == 0  # 4,000 bytes of gradients fit in the activations freed by backward
+    big = memory.breakdown(inv, setup(), 10**6, overhead=0, activation_factor=1, host=False)
+    assert big["gradients"] == 4 * 10**6 - act
+    held = memory.breakdown(inv, setup(accumulating=True), 1000, overhead=0, activation_factor=1, host=False)
+    assert held["gradients"] == 4000
+
+
 def test_breakdown_sums_and_host_data(inv):
     terms = memory.breakdown(inv, setup(host_tokens=1000), 16_384, overhead=100.0, activation_factor=2.0, host=True)
     assert terms["data"] == 1000 * memory.PY_TOKEN_BYTES

@@ -82,7 +82,7 @@ def fit(parts: list[dict], peak_flops: float) -> dict:
     predicted = time_a @ np.array([inv_mfu, s_step, s_opt])
     spread = float(np.max(np.abs(predicted / time_b - 1))) if len(parts) else 0.0
     spread = min(max(spread, 0.1), 0.6)
-    return {"mfu": [round(mfu / (1 + spread), 4), round(mfu / (1 - spread), 4)], "step_overhead_s": float(s_step),
+    return {"mfu": [round(mfu / (1 + spread), 4), round(min(1.0, mfu / (1 - spread)), 4)], "step_overhead_s": float(s_step),
             "optimizer_s_per_param": float(s_opt), "overhead_gib": float(c) / GIB, "activation_factor": float(k),
             "runs": len(parts)}
 

@@ -107,7 +107,7 @@ def _bf16(device: Device) -> bool:
     return cpu_has_bf16()
 
 
-def resolve_setup(p: Planned, device: Device, stream: Stream, **changes) -> memory.Setup:
+def resolve_setup(p: Planned, device: Device, stream: Stream, accumulation: int = 1, **changes) -> memory.Setup:
     """The settings a run of ``p.recipe`` would use on ``device`` (``changes`` override recipe values)."""
     from ayar.train.reference import reference_kind
 
@@ -128,7 +128,7 @@ def resolve_setup(p: Planned, device: Device, stream: Stream, **changes) -> memo
         quantization=quant, weight_bytes=weight_bytes, act_bytes=act_bytes, rows=grad_rows, seq=seq,
         targets=targets // 2 if kto else targets, checkpointing=changes.get("checkpointing", r.train.gradient_checkpointing),
         reference=kind, reference_rows=rows if kind in ("adapter_disabled", "copy") else 0,
-        no_grad_rows=rows - grad_rows, host_tokens=p.profile.tokens)
+        no_grad_rows=rows - grad_rows, host_tokens=p.profile.tokens, accumulating=accumulation > 1)
 
 
 def estimate_device(p: Planned, device: Device, *, calibrations: dict[str, Calibration] | None = None,
@@ -140,7 +140,7 @@ def estimate_device(p: Planned, device: Device, *, calibrations: dict[str, Calib
     accumulation = max(1, t.gradient_accumulation_steps * t.micro_batch_size // mb) if micro_batch else \
         t.gradient_accumulation_steps
     stream = p.stream(mb, accumulation)
-    s = resolve_setup(p, device, stream, **changes)
+    s = resolve_setup(p, device, stream, accumulation, **changes)
     trainable = p.trainable if s.adapter == p.recipe.adapter.type else trainable_parameters(
         p.inventory, _adapter(p, s.adapter))
     terms = memory.breakdown(p.inventory, s, trainable, overhead=cal.overhead_bytes,

@@ -53,6 +53,7 @@ class Setup:
     reference_rows: int = 0  # rows run through the reference without gradient (KTO's KL rows too)
     no_grad_rows: int = 0  # policy rows run without gradient (KTO's KL rows)
     host_tokens: int = 0  # tokens held in Python lists (counted on a CPU device only)
+    accumulating: bool = False  # several micro-batches per step: gradients live through the next forward
 
 
 def _residual_bytes(s: Setup) -> int:
@@ -146,18 +147,29 @@ def breakdown(inv: Inventory, s: Setup, trainable: int, *, overhead: float, acti
               host: bool) -> dict[str, float]:
     """Every memory term in bytes (their sum is the predicted peak).
 
+    Gradients count in full only with gradient accumulation (they then live through the
+    next micro-batch's forward); with one micro-batch per step, only what exceeds the
+    activations freed during the backward pass.
+
     Args:
         overhead: the device class's calibrated fixed memory (libraries, context, allocator slack).
         activation_factor: calibrated measured/formula ratio for activations and the loss head.
         host: the device is this machine's RAM (the tokenised data counts too).
     """
+    act = activations(inv, s) * activation_factor
+    head = loss_head(inv, s) * activation_factor
+    grads = gradients(trainable, s)
+    if not s.accumulating:
+        # One micro-batch per step: gradients appear while the backward pass frees activations,
+        # so only the part of them beyond the activations adds to the peak.
+        grads = max(0.0, grads - act - head)
     return {
         "weights": weights(inv, s),
         "adapter": adapter_weights(trainable, s),
-        "gradients": gradients(trainable, s),
+        "gradients": grads,
         "optimizer": optimizer_states(trainable, s),
-        "activations": activations(inv, s) * activation_factor,
-        "loss_head": loss_head(inv, s) * activation_factor,
+        "activations": act,
+        "loss_head": head,
         "reference": reference(inv, s) * (activation_factor if s.reference != "copy" else 1.0),
         "data": s.host_tokens * PY_TOKEN_BYTES if host else 0.0,
         "overhead": overhead,
