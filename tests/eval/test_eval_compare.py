@@ -55,7 +55,8 @@ def test_ayar_eval_writes_comparison_and_examples(run_dir):
     assert len(generation["few_shot_ids"]) == 2 and all(i.startswith("train.jsonl:") for i in generation["few_shot_ids"])
     names = [row["name"] for row in comparison["metrics"]]
     assert names == ["exact_match", "chrf", "rouge_l", "perplexity", "json_parse_rate", "field_accuracy[renk]",
-                     "field_accuracy[tür]"]
+                     "field_accuracy[tür]", "json_parse_rate_lenient", "field_accuracy_lenient[renk]",
+                     "field_accuracy_lenient[tür]"]
     for row in comparison["metrics"]:
         assert set(row) == {"name", "description", "higher_is_better", "base", "tuned", "diff", "ci95"}
         assert row["diff"] == pytest.approx(row["tuned"] - row["base"])
