@@ -26,7 +26,7 @@ from ayar.errors import AyarError
 from ayar.fsutil import atomic_write
 from ayar.plan.catalogue import GIB, Calibration, plan_home
 from ayar.plan.estimate import estimate_device, plan_recipe
-from ayar.plan.report import _device_for, measured_seconds, read_run
+from ayar.plan.runs import device_for, measured_seconds, read_run
 
 NEUTRAL = Calibration(mfu=(1.0, 1.0), step_overhead_s=0.0, overhead_bytes=0.0, activation_factor=1.0,
                       source="neutral", optimizer_s_per_param=0.0, peak_flops=None)
@@ -56,7 +56,7 @@ def run_parts(run_dir: Path) -> dict:
         raise AyarError(f"{run_dir}/summary.json: no measurements to calibrate from (rerun it with this ayar)")
     p = plan_recipe(recipe)
     p.steps = m["steps"]
-    device = _device_for(m)
+    device = device_for(m)
     est = estimate_device(p, device, calibrations={device.device_class: NEUTRAL, "cuda": NEUTRAL, "cpu": NEUTRAL})
     t = est.terms
     act = t["activations"] + t["loss_head"] + (t["reference"] if est.setup.reference != "copy" else 0.0)

@@ -107,11 +107,11 @@ def measured(recipe, examples, result, peak: dict, device, clock: StepClock | No
                  "step_seconds": step_seconds(result.history),
                  "step_cpu_seconds": clock.median_step() if clock else None}
     try:
-        from ayar.plan.report import run_flops_of
+        from ayar.plan.runs import run_flops_of
         flops, useful, peak_flops = run_flops_of(recipe, examples, result.steps, device)
     except AyarError:  # a hub id: no local headers to count FLOPs from
         return out
-    from ayar.plan.report import measured_seconds
+    from ayar.plan.runs import measured_seconds
 
     seconds = measured_seconds(out) or 0.0
     out.update({"flops": flops, "useful_flops": useful, "peak_flops": peak_flops,

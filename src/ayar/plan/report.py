@@ -11,6 +11,7 @@ from ayar.plan.advice import advise
 from ayar.plan.catalogue import GIB, Device, load_calibrations, load_catalogue, pick_devices
 from ayar.plan.data import profile_examples
 from ayar.plan.estimate import DeviceEstimate, FitRow, Planned, estimate_device, fit_row, plan_recipe
+from ayar.plan.runs import device_for, measured_seconds, read_run, this_device
 
 TERMS = ("weights", "adapter", "gradients", "optimizer", "activations", "loss_head", "reference", "data", "overhead")
 
@@ -28,10 +29,6 @@ def human_seconds(s: float) -> str:
 def _range(lo: float, hi: float, fmt) -> str:
     a, b = fmt(lo), fmt(hi)
     return a if a == b else f"{a}–{b}"
-
-
-def this_device() -> Device:
-    return pick_devices(load_catalogue(), None)[0]
 
 
 def plan_to_dict(p: Planned, rows: list[FitRow]) -> dict:
@@ -116,36 +113,6 @@ def plan_command(recipe, gpu: str | None) -> tuple[Planned, list[FitRow]]:
     return p, [fit_row(p, d, cals) for d in devices]
 
 
-def run_flops_of(recipe, examples, steps: int, device) -> tuple[float, float, float]:
-    """(hardware FLOPs, useful FLOPs, device peak FLOP/s) of a finished run's ``steps`` steps."""
-    from ayar.plan.compute import useful_flops
-    from ayar.plan.estimate import run_flops, work
-
-    p = plan_recipe(recipe, profile=profile_examples(examples))
-    p.steps = steps
-    dev = this_device()
-    est = estimate_device(p, dev)
-    stream = p.stream(recipe.train.micro_batch_size, recipe.train.gradient_accumulation_steps)
-    w = work(p, est.setup, p.trainable)
-    targets = sum(s[2] for s in stream.shapes) * (stream.micro_batches / max(len(stream.shapes), 1))
-    return run_flops(p, est.setup, stream, p.trainable), useful_flops(p.inventory, stream.real_tokens, targets, w), \
-        dev.peak_flops
-
-
-def read_run(run_dir: Path) -> tuple[object, dict]:
-    """A finished run's resolved recipe and summary.
-
-    Raises:
-        AyarError: the folder holds no finished run.
-    """
-    from ayar.recipe import load_recipe
-
-    summary_path, recipe_path = run_dir / "summary.json", run_dir / "recipe.yaml"
-    if not summary_path.is_file() or not recipe_path.is_file():
-        raise AyarError(f"{run_dir}: not a finished run (needs summary.json and recipe.yaml)")
-    return load_recipe(recipe_path, []), json.loads(summary_path.read_text(encoding="utf-8"))
-
-
 def compare_run(run_dir: Path) -> dict:
     """Predicted (with the current calibration) against measured, for one finished run."""
     recipe, summary = read_run(run_dir)
@@ -154,7 +121,7 @@ def compare_run(run_dir: Path) -> dict:
         raise AyarError(f"{run_dir}/summary.json: no measurements (trained before ayar recorded them)")
     p = plan_recipe(recipe)
     p.steps = measured["steps"]
-    device = _device_for(measured)
+    device = device_for(measured)
     est = estimate_device(p, device)
     seconds = measured_seconds(measured) or 0.0
     mid = (est.seconds[0] + est.seconds[1]) / 2
@@ -163,27 +130,6 @@ def compare_run(run_dir: Path) -> dict:
                 "peak_memory_bytes"] - 1, "predicted_seconds": list(est.seconds), "measured_seconds": seconds,
             "time_error": mid / seconds - 1 if seconds else None, "terms": est.terms,
             "measured_mfu": measured.get("mfu"), "calibration": est.calibration.source}
-
-
-def _device_for(measured: dict) -> Device:
-    """The catalogue device a run was measured on (a CPU with the run's thread count)."""
-    from ayar.plan.catalogue import cpu_device
-
-    catalogue = load_catalogue()
-    if measured.get("device", "cpu") == "cpu":
-        return cpu_device(load_calibrations()["cpu"], measured.get("threads"))
-    for name, d in catalogue.items():
-        if name.split("-")[0].lower() in measured["device"].lower():
-            return d
-    return catalogue["H100-80GB"]
-
-
-def measured_seconds(m: dict) -> float | None:
-    """A run's time in the planner's terms: on a CPU compute time (CPU seconds / threads, what the run takes on an
-    idle machine, robust to other processes sharing the cores); on a GPU wall time. Per-step medians x steps."""
-    if m.get("device", "cpu") == "cpu" and m.get("step_cpu_seconds"):
-        return m["step_cpu_seconds"] * m["steps"] / max(m.get("threads", 1), 1)
-    return m["step_seconds"] * m["steps"] if m.get("step_seconds") else None
 
 
 def render_comparison(c: dict) -> str:
