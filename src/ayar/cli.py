@@ -26,6 +26,8 @@ app.add_typer(model_app, name="model")
 data_app = typer.Typer(no_args_is_help=True, help="Work on data files: inspect them, redact personal data.")
 app.add_typer(data_app, name="data")
 
+NoGateOption = Annotated[bool, typer.Option(
+    "--no-gate", help="Release a run that fails its recipe's gate (or has no evaluation); recorded in the ledger.")]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a recipe value, e.g. --set train.learning_rate=1e-4 (repeatable)."),
@@ -63,10 +65,10 @@ def init(
 
 @app.command()
 def check(recipe: Path, set_: SetOption = None) -> None:
-    """Validate a recipe without running anything."""
+    """Validate a recipe without running anything: every problem known before weights load, at once."""
     from ayar.recipe import load_recipe
 
-    loaded = load_recipe(recipe, set_ or [])
+    loaded = load_recipe(recipe, set_ or [], check_files=True)
     console.print(f"{recipe}: ok ({loaded.method}, {loaded.adapter.type}, model {loaded.model.path})")
 
 
@@ -77,6 +79,8 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Discard what output_dir holds (run, checkpoints) and start over.")
                          ] = False,
     resume: Annotated[bool, typer.Option(help="Require a checkpoint in output_dir and continue from it.")] = False,
+    force: Annotated[bool, typer.Option(help="Train even when the pre-flight estimate says it will not fit.")
+                     ] = False,
 ) -> None:
     """Train as the recipe says; the adapter (or model) lands in output_dir.
 
@@ -89,7 +93,28 @@ def train(
         raise AyarError("--resume and --overwrite contradict each other; choose one")
     loaded = load_recipe(recipe, set_ or [])
     _quiet_libraries()
-    train_from_recipe(loaded, overwrite=overwrite, resume=resume)
+    train_from_recipe(loaded, overwrite=overwrite, resume=resume, force=force)
+
+
+# --- planning (issue 17) ---
+
+
+@app.command()
+def plan(
+    targets: Annotated[list[Path], typer.Argument(help="A recipe; or a finished run folder (predicted vs measured); "
+                                                 "with --calibrate, the measured run folders.")],
+    gpu: Annotated[str | None, typer.Option(help="A catalogue device (e.g. H100-80GB) or all; default: this "
+                                            "machine.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    calibrate: Annotated[bool, typer.Option(help="Fit throughput and memory constants from measured runs and "
+                                            "store them under $AYAR_HOME/plan.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Will it fit, how long, how much: memory, time and cost before training (no weights are loaded)."""
+    from ayar.plan.report import plan_cli
+
+    _quiet_libraries()
+    print(plan_cli(targets, gpu=gpu, as_json=json_, calibrate=calibrate, overrides=set_ or []))
 
 
 def _messages(prompt: str, system: str | None) -> list[dict]:
@@ -108,7 +133,7 @@ def generate(
 ) -> None:
     """Answer one or more prompts with a model, stopping at the end of the turn."""
     from ayar.eval.generate import generate as run_generate
-    from ayar.eval.generate import load_for_inference
+    from ayar.model.run_folder import load_for_inference
 
     _quiet_libraries()
     model, tokenizer = load_for_inference(target)
@@ -129,7 +154,7 @@ def chat(
 ) -> None:
     """Chat with a model in the terminal (empty line or Ctrl-D to quit)."""
     from ayar.eval.generate import generate as run_generate
-    from ayar.eval.generate import load_for_inference
+    from ayar.model.run_folder import load_for_inference
 
     _quiet_libraries()
     model, tokenizer = load_for_inference(target)
@@ -217,7 +242,7 @@ def prepare(recipe: Path, set_: SetOption = None) -> None:
     loaded = load_recipe(recipe, set_ or [])
     if loaded.prepare is None:
         raise AyarError(f"{recipe}: no `prepare:` section; add one that lists your data sources")
-    summary = run_prepare(loaded.prepare, recipe.resolve().parent)
+    summary = run_prepare(loaded.prepare, recipe.resolve().parent, governance=loaded.governance)
     for warning in summary["warnings"]:
         console.print(f"warning: {warning}", style="yellow", markup=False)
     console.print(f"{summary_line(summary)}; wrote {summary['output_dir']}", markup=False)
@@ -227,7 +252,7 @@ def prepare(recipe: Path, set_: SetOption = None) -> None:
 def data_inspect(
     file: Annotated[Path, typer.Argument(help="A .jsonl, .json, .csv, .tsv or .parquet file, or a datasets "
                                               "save_to_disk folder.")],
-    tokenizer: Annotated[str | None, typer.Option(help="Local tokenizer or model folder: lengths in tokens.")
+    tokenizer: Annotated[str | None, typer.Option(help="Local tokenizer or model folder: lengths in tokens, tokens per word and fragmented words.")
                          ] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, messages, sharegpt, alpaca, prompt_completion, "
                                                       "preference, kto or text.")] = "auto",
@@ -396,6 +421,7 @@ def export_cmd(
     max_shard_size: Annotated[str, typer.Option(help="Largest safetensors shard of merged weights.")] = "5GB",
     with_adapter: Annotated[list[Path] | None, typer.Option(
         "--with", help="Another LoRA run on the same base for vllm to serve beside this one (repeatable).")] = None,
+    no_gate: NoGateOption = False,
 ) -> None:
     """Export a finished run: merged weights, the adapter, GGUF with an Ollama Modelfile, or vLLM launch files."""
     from ayar.export.run import export_run, how_to_serve
@@ -403,7 +429,7 @@ def export_cmd(
     _quiet_libraries()
     results = export_run(run_dir, _split_commas(fmt), out, dtype=dtype, gguf_types=_split_commas(gguf_type) or ["q8_0"],
                          verify=verify, overwrite=overwrite, max_shard_size=max_shard_size,
-                         extra_adapters=with_adapter or [])
+                         extra_adapters=with_adapter or [], no_gate=no_gate)
     print(how_to_serve(results, run_dir))
 
 # --- serving commands (issue 7) ---
@@ -436,6 +462,7 @@ def serve(
         "--insecure", help="Allow --host beyond loopback without an API key.")] = False,
     docs: Annotated[bool, typer.Option("--docs", help="Serve /docs and /openapi.json (behind the API key).")] = False,
     max_request_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body in MiB.")] = 2.0,
+    no_gate: NoGateOption = False,
 ) -> None:
     """Serve a model and its adapters over an OpenAI-compatible HTTP API (/v1/chat/completions, ...)."""
     from ayar.serve.launch import ServeOptions, run
@@ -444,8 +471,166 @@ def serve(
     options = ServeOptions(target=target, adapters=adapter or [], ab=ab or [], ab_seed=ab_seed, ab_log=ab_log,
                            dtype=dtype, max_queue=max_queue, api_key_env=api_key_env, admin_key_env=admin_key_env,
                            no_admin=no_admin, adapter_roots=adapter_root or [], insecure=insecure, docs=docs,
-                           max_body_bytes=int(max_request_mb * 1024 * 1024))
+                           max_body_bytes=int(max_request_mb * 1024 * 1024), no_gate=no_gate)
     run(options, bind=host, port=port)
+
+
+# --- tokenizer commands (issue 19) ---
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Measure tokenizers on your text; extend a model's vocabulary.")
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("report")
+def tokenizer_report(
+    tokenizer: Annotated[list[str], typer.Option(help="Tokenizer or model folder (repeatable).")],
+    data: Annotated[Path, typer.Option(help="Text to measure on: .txt, or any data file `prepare` reads.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Tokens per word, characters per token, fragmented words and relative cost of each tokenizer."""
+    import json
+
+    from ayar.tokenizer.report import render, report
+
+    _quiet_libraries()
+    rep = report(tokenizer, data)
+    print(json.dumps(rep, ensure_ascii=False, indent=2) if as_json else render(rep))
+
+
+@tokenizer_app.command("extend")
+def tokenizer_extend(
+    base_model: Annotated[str, typer.Argument(help="The model folder to extend.")],
+    data: Annotated[Path, typer.Option(help="Corpus to learn the new tokens from.")],
+    add: Annotated[int, typer.Option(min=1, help="How many tokens to add at most.")],
+    out: Annotated[Path, typer.Option(help="Folder for the extended model and tokenizer.")],
+    heldout: Annotated[Path | None, typer.Option(help="Text for the before/after figures (default: every 10th "
+                                                       "corpus text, not learned from).")] = None,
+    min_frequency: Annotated[int, typer.Option(min=1, help="Never merge a pair seen fewer times.")] = 2,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
+) -> None:
+    """Add new tokens learned from a corpus; old ids and the tokenisation of other text stay as they were."""
+    from ayar.tokenizer.extend import extend, render
+
+    _quiet_libraries()
+    summary = extend(base_model, data, add, out, heldout=heldout, min_frequency=min_frequency, force=force)
+    console.print(render(summary, out), markup=False)
+
+
+# --- governance commands (issue 15) ---
+
+audit_app = typer.Typer(no_args_is_help=True, help="The audit ledger: verify it, trace lineage, find a data subject.")
+app.add_typer(audit_app, name="audit")
+LedgerOption = Annotated[Path | None, typer.Option(help="Ledger file; default $AYAR_LEDGER or $AYAR_HOME/ledger.jsonl.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _ledger(path: Path | None):
+    from ayar.govern.ledger import Ledger, default_ledger_path
+
+    return Ledger(path or default_ledger_path())
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ledger: LedgerOption = None,
+    public_key: Annotated[Path | None, typer.Option(help="Ed25519 public key (PEM): check every signature.")] = None,
+    files: Annotated[bool, typer.Option(help="Re-hash every referenced file that still exists.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the hash chain, the head, signatures and referenced files; exit 1 at the first break."""
+    import json
+
+    from ayar.govern.ledger import load_public_key, verify
+
+    key = load_public_key(public_key) if public_key else None
+    result = verify(_ledger(ledger), check_files=files, public_key=key)
+    if as_json:
+        print(json.dumps({**vars(result), "path": str(result.path), "signers": sorted(result.signers),
+                          "ok": result.ok}, indent=2))
+    else:
+        console.print(f"{result.path}: {result.entries} entries, {result.signed} signed"
+                      + (f" by {', '.join(sorted(result.signers))}" + ("" if key else " (not checked: --public-key)")
+                         if result.signed else "")
+                      + f"; files: {result.files_checked} checked, {result.files_missing} no longer present, "
+                      f"{result.files_superseded} superseded by later entries", markup=False)
+        for problem in result.problems:
+            console.print(f"BROKEN: {problem}", style="red", markup=False)
+        if result.ok:
+            console.print("ok: the chain is intact and every file present matches", markup=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("lineage")
+def audit_lineage(
+    target: Annotated[str, typer.Argument(help="A run folder, an export folder, a file (GGUF, ...) or a sha256.")],
+    ledger: LedgerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Trace TARGET back to its source files and base model, and forward to evaluations, exports and servers."""
+    import json
+
+    from ayar.govern.lineage import lineage, render_lineage
+
+    result = lineage(_ledger(ledger).entries(), target)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if as_json else render_lineage(result))
+
+
+@audit_app.command("subject")
+def audit_subject(
+    value: Annotated[str, typer.Argument(help="The identifier as the person gives it (never stored or logged).")],
+    kind: Annotated[str, typer.Option(help="tckn, email, phone, customer_id, iban, vkn, card, name or plate.")],
+    ledger: LedgerOption = None,
+    secret_env: Annotated[str, typer.Option(help="Environment variable holding the PII secret.")] = "AYAR_PII_SECRET",
+    secret_file: Annotated[Path | None, typer.Option(help="File holding the PII secret instead.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Which prepared datasets, runs, exports and served adapters hold a data subject's records (KVKK art. 11)."""
+    import json
+
+    from ayar.data.pii.config import RedactionConfig
+    from ayar.data.pii.operators import load_secret
+    from ayar.govern.subject import find_subject, index_path, render_subject
+
+    secret = load_secret(RedactionConfig(secret_env=secret_env, secret_file=secret_file))
+    if secret is None:
+        raise AyarError(f"no PII secret: set {secret_env} (or --secret-file) to the secret `ayar prepare` used")
+    book = _ledger(ledger)
+    found = find_subject(book.entries(), index_path, kind, value, secret)
+    print(json.dumps(found, indent=2, ensure_ascii=False) if as_json else render_subject(found, kind))
+
+
+@audit_app.command("keygen")
+def audit_keygen(path: Annotated[Path, typer.Argument(help="Private key file to create (PATH.pub: public key).")]
+                 ) -> None:
+    """Create an Ed25519 key pair for signing ledger entries (export AYAR_LEDGER_KEY=PATH to use it)."""
+    from ayar.govern.ledger import generate_key
+
+    private, public = generate_key(path)
+    console.print(f"wrote {private} (keep it secret, outside the repository) and {public}; sign with "
+                  f"`export AYAR_LEDGER_KEY={private}`, check with `ayar audit verify --public-key {public}`",
+                  markup=False)
+
+
+@app.command("card")
+def card_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder written by `ayar train`.")]) -> None:
+    """Write the Hugging Face model card (README.md) into the run folder and every export of it."""
+    from ayar.govern.card import write_cards
+
+    for path in write_cards(run_dir):
+        console.print(f"wrote {path}", markup=False)
+
+
+@app.command("docs")
+def docs_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `ayar train`.")],
+    fmt: Annotated[str, typer.Option("--format", help="md, html or md,html.")] = "md,html",
+    out: Annotated[Path | None, typer.Option(help="Folder to write into; default RUN_DIR.")] = None,
+) -> None:
+    """Draft the EU AI Act Annex IV technical documentation (and the KVKK section) for a run."""
+    from ayar.govern.annex_iv import write_docs
+
+    for path in write_docs(run_dir, _split_commas([fmt]), out):
+        console.print(f"wrote {path}", markup=False)
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ class AdapterLoad(BaseModel):
 
 def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None, admin_key: str | None = None,
                admin: bool = True, adapter_roots: Sequence[Path] = (), max_body_bytes: int = MAX_BODY_BYTES,
-               docs: bool = False) -> FastAPI:
+               docs: bool = False, audit=None) -> FastAPI:
     """Build the app; the engine's worker starts with the app and is drained when it stops.
 
     Args:
@@ -69,6 +69,8 @@ def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None, a
         adapter_roots: resolved folders under which ``POST /admin/adapters`` may load.
         max_body_bytes: largest request body (413 above it, before it is read).
         docs: serve ``/docs`` and ``/openapi.json`` (behind the API key).
+        audit: a :class:`ayar.govern.record.ServeAudit`: admin loads pass the release gate and loads and
+            unloads are recorded in the audit ledger (None: neither).
     """
 
     @asynccontextmanager
@@ -77,10 +79,13 @@ def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None, a
         yield
         # uvicorn has stopped accepting connections and waited for open requests; finish the queue.
         await asyncio.to_thread(engine.close)
+        if audit is not None:  # the ledger then knows nothing is served by this process any more
+            await asyncio.to_thread(audit.stopped)
 
     off = {} if docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="ayar serve", lifespan=lifespan, **off)
     app.state.host, app.state.engine, app.state.adapter_roots = host, engine, list(adapter_roots)
+    app.state.audit = audit
     app.add_exception_handler(OpenAIError, _openai_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
@@ -198,8 +203,12 @@ async def list_adapters(request: Request) -> dict:
 async def load_adapter(body: AdapterLoad, request: Request) -> dict:
     host: ModelHost = request.app.state.host
     folder = adapter_path(body.path, request.app.state.adapter_roots)
+    audit = request.app.state.audit
+    gate = await run_in_threadpool(_admit, audit, str(folder))  # the release gate, before anything is loaded
     # Waits for the request being generated, never for the queue; loading runs off the event loop.
     await run_in_threadpool(_locked, host, host.load_adapter, body.name, str(folder))
+    if audit is not None:
+        await run_in_threadpool(audit.loaded, body.name, str(folder), gate, host.base_name)
     return {"id": body.name, "object": "model", "path": body.path}
 
 
@@ -207,7 +216,19 @@ async def load_adapter(body: AdapterLoad, request: Request) -> dict:
 async def unload_adapter(name: str, request: Request) -> dict:
     host: ModelHost = request.app.state.host
     await run_in_threadpool(_locked, host, host.unload_adapter, name)
+    if request.app.state.audit is not None:
+        await run_in_threadpool(request.app.state.audit.unloaded, name)
     return {"id": name, "object": "model", "deleted": True}
+
+
+def _admit(audit, path: str):
+    """The release gate's decision for ``path`` (None without an audit); a failing gate is HTTP 403."""
+    from ayar.errors import AyarError
+
+    try:
+        return audit.admit(path) if audit is not None else None
+    except AyarError as exc:
+        raise OpenAIError(403, str(exc), param="path") from None
 
 
 def _locked(host: ModelHost, fn, *args) -> None:

@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ayar.errors import AyarError
 from ayar.serve.protocol import OpenAIError
 
@@ -36,6 +34,7 @@ class ServeOptions:
     insecure: bool = False  # allow a non-loopback bind without an API key
     docs: bool = False  # serve /docs and /openapi.json (behind the API key)
     max_body_bytes: int = 2 * 1024 * 1024
+    no_gate: bool = False  # serve runs that fail their release gate (recorded in the audit ledger)
 
 
 def parse_adapter(spec: str) -> tuple[str, str]:
@@ -109,10 +108,12 @@ def build(options: ServeOptions):
     """Load the model and adapters and return the app, its :class:`ModelHost` and :class:`Engine`.
 
     Raises:
-        AyarError: a bad option, a model or adapter that cannot be loaded, a name used twice.
+        AyarError: a bad option, a model or adapter that cannot be loaded, a name used twice, a run that
+            fails its release gate (without ``no_gate``).
     """
-    from ayar.eval.generate import resolve_target
-    from ayar.model.load import DTYPES, bf16_supported, load_model, load_tokenizer
+    from ayar.govern.record import ServeAudit
+    from ayar.model.load import DTYPES
+    from ayar.model.run_folder import load_for_inference, model_spec
     from ayar.serve.app import create_app
     from ayar.serve.engine import Engine
     from ayar.serve.models import ModelHost
@@ -128,25 +129,21 @@ def build(options: ServeOptions):
     adapters = [parse_adapter(s) for s in options.adapters]
     routes = [parse_ab(s) for s in options.ab]
 
-    base, run_adapter, quantization = resolve_target(options.target)
-    if run_adapter is not None:
-        adapters.insert(0, (served_name(options.target), run_adapter))
-        base_name = served_name(base)
+    spec = model_spec(options.target)
+    base_name = served_name(spec.base)
+    if spec.adapter is not None:
+        adapters.insert(0, (served_name(options.target), str(spec.adapter)))
     else:
         base_name = served_name(options.target)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = DTYPES.get(options.dtype) or (torch.bfloat16 if bf16_supported(device) else torch.float32)
-    # A run's adapter folder carries the tokenizer (and chat template) it was trained with.
-    tokenizer = load_tokenizer(run_adapter or base)
-    model = load_model(base, dtype=dtype, device=device, quantization=quantization).eval()
-    from ayar.eval.generate import merged_init_adapter
-
-    init = merged_init_adapter(options.target) if run_adapter is not None else None
-    if init:  # the run's adapter was trained on the base with an earlier adapter merged in (e.g. DPO after SFT)
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, init).merge_and_unload().eval()
-        base_name = f"{base_name}@{served_name(str(Path(init).parent if Path(init).name == 'adapter' else init))}"
+    if spec.init_adapter is not None:  # the run's adapter was trained on the base with an earlier adapter merged in
+        init = spec.init_adapter
+        base_name = f"{base_name}@{served_name(str(init.parent if init.name == 'adapter' else init))}"
+    base = spec.base
+    audit = ServeAudit(options.no_gate, options.target)
+    gates = {path: audit.admit(path) for path in (base, *(p for _, p in adapters))}  # before loading anything
+    # The base (with any merged init adapter); the adapters are hosted by name on top of it. A run's
+    # adapter folder carries the tokenizer (and chat template) it was trained with.
+    model, tokenizer = load_for_inference(spec, dtype=options.dtype, with_adapter=False)
 
     host = ModelHost(model, tokenizer, base_name, ab_log=options.ab_log if routes else None)
     try:
@@ -156,9 +153,12 @@ def build(options: ServeOptions):
             host.add_route(name, arms, seed=options.ab_seed)
     except OpenAIError as exc:
         raise AyarError(exc.message) from None
+    audit.loaded(base_name, base, gates[base])
+    for name, path in adapters:
+        audit.loaded(name, path, gates[path], base=base_name)
     engine = Engine(host, options.max_queue)
     app = create_app(host, engine, api_key=api_key, admin_key=admin_key, admin=not options.no_admin,
-                     adapter_roots=roots, max_body_bytes=options.max_body_bytes, docs=options.docs)
+                     adapter_roots=roots, max_body_bytes=options.max_body_bytes, docs=options.docs, audit=audit)
     return app, host, engine
 
 

@@ -27,7 +27,8 @@ import yaml
 
 from ayar.errors import AyarError
 from ayar.fsutil import atomic_write, check_distinct, os_error_advice, replace_folder
-from ayar.recipe import Recipe
+from ayar.model.run_folder import adapter_folder
+from ayar.recipe import Recipe, check_recipe_files
 from ayar.train.batching import pack, padding_fraction
 from ayar.train.checkpoint import complete_checkpoints
 from ayar.train.loop import (
@@ -41,7 +42,7 @@ from ayar.train.loop import (
 )
 from ayar.train.methods import METHODS
 from ayar.train.objectives import files_digest, make_objective, precompute_reference
-from ayar.train.reference import adapter_folder, make_reference, reference_kind, start_model
+from ayar.train.reference import make_reference, reference_kind, start_model
 from ayar.ui import console, step_progress
 
 # Recipe keys that may change between a checkpoint and its resume: they do not affect the numbers.
@@ -188,8 +189,13 @@ def _oom_advice(exc: OutOfMemory, recipe: Recipe) -> AyarError:
     )
 
 
-def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool = False) -> TrainedRun:
+def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool = False,
+                      force: bool = False) -> TrainedRun:
     """Run the recipe's training stage and write its outputs.
+
+    Before the weights load, the plan's estimate (:mod:`ayar.plan`) must fit the
+    device's free memory (``force`` skips that check); peak memory, tokens/s and
+    achieved MFU go into ``summary.json`` under ``measured``.
 
     Raises:
         AyarError: bad data, a model that cannot be loaded, an output folder that
@@ -198,7 +204,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
             error such as a full disk (one line saying what to free).
     """
     try:
-        return _train(recipe, overwrite=overwrite, resume=resume)
+        return _train(recipe, overwrite=overwrite, resume=resume, force=force)
     except OSError as exc:
         if exc.errno is None:  # not the operating system's (e.g. a model that cannot be found): as it was
             raise
@@ -208,20 +214,25 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
             "train.keep_checkpoints keeps fewer; the run resumes from its last complete checkpoint")) from None
 
 
-def _train(recipe: Recipe, *, overwrite: bool, resume: bool) -> TrainedRun:
+def _train(recipe: Recipe, *, overwrite: bool, resume: bool, force: bool) -> TrainedRun:
     from accelerate import Accelerator
 
     from ayar.govern.manifest import MANIFEST_NAME, build_manifest, utc_now, write_json_atomic
+    from ayar.govern.record import record_interrupted, record_train
     from ayar.model.adapters import attach_adapter, count_parameters
     from ayar.model.load import load_model, load_tokenizer, resolve_dtype
+    from ayar.plan.measure import PeakMemory, StepClock, measured
+    from ayar.plan.report import preflight
     from ayar.train.tracking import start_tracking
 
+    check_recipe_files(recipe)  # `ayar check` reports these too; a recipe built in code meets them here
     started = utc_now()
     out = Path(recipe.output_dir)
     check_run_paths(recipe)
     resume_from = plan_resume(recipe, resume=resume, overwrite=overwrite)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
     amp = autocast_dtype(recipe.train.precision, accelerator.device)
+    peak = PeakMemory(accelerator.device.type).start()
 
     m = recipe.model
     tokenizer = load_tokenizer(m.path, chat_template=m.chat_template, revision=m.revision,
@@ -232,8 +243,10 @@ def _train(recipe: Recipe, *, overwrite: bool, resume: bool) -> TrainedRun:
     if not train_examples:
         raise AyarError(f"{recipe.data.train}: no usable training examples ({stats})")
 
+    preflight(recipe, tokenizer, train_examples, accelerator.device, force=force,
+              say=lambda msg: console.print(msg, markup=False) if accelerator.is_main_process else None)
     full = recipe.adapter.type == "full"
-    dtype = resolve_dtype(m.dtype, accelerator.device, full_finetune=full)
+    dtype = resolve_dtype(m.dtype, accelerator.device, full_finetune=full, autocast=amp)
     model = load_model(m.path, dtype=dtype, revision=m.revision, trust_remote_code=m.trust_remote_code,
                        device=accelerator.device, quantization=m.quantization)
     if recipe.data.packing and method.name == "sft":
@@ -291,14 +304,17 @@ def _train(recipe: Recipe, *, overwrite: bool, resume: bool) -> TrainedRun:
         tracker.log(record, step=record["step"])
 
     with tracker, step_progress(method.name) as update, stop_on_signals() as stop:
+        clock = StepClock(update)
         try:
             result = fit(model, train_examples, recipe.train, pad_id=tokenizer.pad_token_id,
                          val_examples=val_examples, accelerator=accelerator, log=log if main else None,
-                         progress=update, checkpointing=checkpointing, stop=stop, objective=objective,
+                         progress=clock, checkpointing=checkpointing, stop=stop, objective=objective,
                          warn=lambda msg: console.print(f"warning: {msg}", style="yellow", markup=False))
         except OutOfMemory as exc:
             raise _oom_advice(exc, recipe) from None
         if result.stop_reason == "signal":
+            if main:
+                record_interrupted(recipe, result.steps)
             raise Interrupted(f"interrupted at step {result.steps}; checkpoint saved in {out / 'checkpoints'}. "
                               "Resume with `ayar train RECIPE` (or --resume): it continues exactly where it stopped")
         if main:
@@ -306,7 +322,8 @@ def _train(recipe: Recipe, *, overwrite: bool, resume: bool) -> TrainedRun:
             summary = {"method": method.name, "adapter": recipe.adapter.type, "trainable_parameters": trainable,
                        "total_parameters": total, "data": vars(stats), "val_examples": len(val_examples),
                        "padding_fraction": padding,
-                       **{k: v for k, v in result.to_dict().items() if k != "history"}}
+                       **{k: v for k, v in result.to_dict().items() if k != "history"},
+                       "measured": measured(recipe, train_examples, result, peak.read(), accelerator.device, clock)}
             write_json_atomic(out / "summary.json", summary)
             manifest = build_manifest(
                 recipe=recipe.model_dump(mode="json"), data_files=[recipe.data.train, recipe.data.val],
@@ -315,6 +332,8 @@ def _train(recipe: Recipe, *, overwrite: bool, resume: bool) -> TrainedRun:
                 metrics={"final_loss": result.final_loss, "eval_loss": result.eval_loss, "steps": result.steps,
                          "skipped_steps": result.skipped_steps, "best_eval_loss": result.best_eval_loss})
             write_json_atomic(out / MANIFEST_NAME, manifest)
+            record_train(recipe, out, manifest, resumed_from=resume_from and resume_from.name,
+                         manifest_path=out / MANIFEST_NAME)
             tracker.log_artifact(out / "recipe.yaml")
             tracker.log_artifact(out / MANIFEST_NAME)
             console.print(f"done: {result.steps} steps, loss {result.final_loss:.4f}"
