@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from ayar.errors import AyarError
+from ayar.export import gguf_export, verify, vllm
 from ayar.export import manifest as export_manifest
-from ayar.export import ollama, verify, vllm
 from ayar.export.source import RunSource, read_run
 from ayar.fsutil import fsync_dir
 from ayar.govern.manifest import describe_folder, model_fingerprint, sha256_file
 from ayar.ui import console
 
-FORMATS = ("adapter", "gguf", "vllm", "merged")  # also the order they are written in
+FORMATS = ("adapter", "gguf", "gguf-lora", "vllm", "merged")  # also the order they are written in
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -70,19 +70,19 @@ class _Job:
 
 
 def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path | None = None, *,
-               dtype: str = "auto", gguf_types: Sequence[str] = ("q8_0",), verify: bool = True,
+               dtype: str = "auto", gguf_types: Sequence[str] = ("q4_k_m",), verify: bool = True,
                overwrite: bool = False, max_shard_size: str = "5GB",
                extra_adapters: Sequence[str | Path] = ()) -> list[ExportResult]:
     """Export a finished run in each of ``formats``.
 
     Args:
         run_dir: the run folder (``output_dir`` of ``ayar train``).
-        formats: any of ``merged``, ``adapter``, ``gguf``, ``vllm``.
+        formats: any of ``merged``, ``adapter``, ``gguf``, ``gguf-lora``, ``vllm``.
         out_dir: where the ``<format>/`` folders go; default ``run_dir/export``.
         dtype: weights of ``merged`` (and vLLM's merged copy): ``auto`` (the base's dtype),
             ``fp32``, ``bf16`` or ``fp16``. The merge itself always runs in fp32.
-        gguf_types: GGUF files to write: ``f32``, ``f16``, ``bf16``, ``q8_0``; the first is
-            the one the Ollama Modelfile uses.
+        gguf_types: GGUF files to write (:data:`ayar.export.gguf.GGUF_TYPES`); the first is the one
+            the Ollama Modelfile uses, and the base's type for ``gguf-lora``.
         verify: run the checks of :mod:`ayar.export.verify` (off: faster, unchecked).
         overwrite: replace existing export folders (else they are an error).
         max_shard_size: largest safetensors shard of ``merged``.
@@ -100,7 +100,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
     from ayar.eval.generate import merged_init_adapter
 
     chained = merged_init_adapter(str(source.run_dir))
-    if chained and {"adapter", "vllm"} & set(formats):
+    if chained and {"adapter", "vllm", "gguf-lora"} & set(formats):
         raise AyarError(f"{source.run_dir} trained its adapter on a base with {chained} merged in "
                         "(model.init_adapter); the adapter alone does not reproduce it. Export --format merged "
                         "or gguf, which include both")
@@ -110,7 +110,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
         raise AyarError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or --out elsewhere")
     job = _Job(source, verify, dtype, tuple(gguf_types), max_shard_size, [read_run(r) for r in extra_adapters])
     _check_extra_adapters(job)
-    if {"merged", "gguf"} & set(formats) or ("vllm" in formats and source.kind != "lora"):
+    if {"merged", "gguf", "gguf-lora"} & set(formats) or ("vllm" in formats and source.kind != "lora"):
         _load_merged(job)
     results = []
     for fmt in formats:
@@ -132,27 +132,24 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
 def _check_request(source: RunSource, formats: Sequence[str], dtype: str, gguf_types: Sequence[str],
                    verify: bool, extra: Sequence[str | Path]) -> list[str]:
     """The formats in writing order, after checking everything asked for; every problem is reported at once."""
-    from ayar.export.gguf_writer import GGUF_TYPES
+    from ayar.export.gguf import check_types
 
     problems = [f"unknown format {f!r} (choose from {', '.join(FORMATS)})" for f in formats if f not in FORMATS]
     if not formats:
         problems.append(f"no format given (choose from {', '.join(FORMATS)})")
     if dtype not in DTYPE_CHOICES:
         problems.append(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPE_CHOICES)})")
-    if "gguf" in formats:
-        problems += [f"unknown GGUF type {t!r} (choose from {', '.join(GGUF_TYPES)})" for t in gguf_types
-                     if t not in GGUF_TYPES]
-        if not gguf_types:
-            problems.append("gguf needs at least one GGUF type")
-        if len(set(gguf_types)) != len(gguf_types):
-            problems.append(f"GGUF types repeated: {list(gguf_types)}")
+    if {"gguf", "gguf-lora"} & set(formats):
+        problems += check_types(gguf_types)
+    if "gguf-lora" in formats and source.kind != "lora":
+        problems.append(f"gguf-lora needs a LoRA run; {source.run_dir} is {source.kind} (export gguf instead)")
     if "adapter" in formats and not source.is_adapter:
         problems.append(f"{source.run_dir} is a full fine-tune: it has no adapter to export; use merged")
     if extra and "vllm" not in formats:
         problems.append("extra adapters are only served by the vllm format")
     if extra and source.kind != "lora":
         problems.append(f"extra adapters need this run to be a LoRA run too; it is {source.kind}")
-    if verify and "gguf" in formats:
+    if verify and {"gguf", "gguf-lora"} & set(formats):
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
@@ -257,33 +254,6 @@ def _check_copy(source: RunSource, folder: Path) -> dict:
     return {"files_identical": True, "matches_run_manifest": True}
 
 
-def _write_gguf(job: _Job, staging: Path, final: Path):
-    from ayar.chat.templates import end_of_turn_ids, end_of_turn_tokens
-    from ayar.export.gguf_vocab import gguf_vocab
-    from ayar.export.gguf_writer import write_gguf
-
-    model, tokenizer, name = job.model, job.tokenizer, job.source.name
-    vocab = gguf_vocab(tokenizer, model.get_input_embeddings().weight.shape[0])
-    eot = end_of_turn_ids(tokenizer)[0]
-    references = verify.hf_reference(model, verify.prompt_ids(tokenizer)) if job.verify else None
-    files, checks = [], {}
-    for gguf_type in job.gguf_types:
-        path = write_gguf(staging / f"{name}-{gguf_type}.gguf", model, vocab, gguf_type=gguf_type, name=name,
-                          chat_template=tokenizer.chat_template, eot_id=eot)
-        files.append(path.name)
-        if references is not None:
-            if not checks:
-                checks["tokenizer"] = verify.check_tokenizer(path, tokenizer)
-            checks[gguf_type] = verify.check_gguf(path, gguf_type, references)
-    (staging / "Modelfile").write_text(ollama.modelfile(
-        files[0], tokenizer, stops=end_of_turn_tokens(tokenizer), add_bos=vocab.add_bos,
-        context_length=model.config.max_position_embeddings, model_name=name.lower(), run_name=name), "utf-8")
-    details = {"gguf_types": list(job.gguf_types), "merged_in": "fp32", "architecture": model.config.model_type,
-               "pre_tokenizer": vocab.pre, "modelfile_uses": files[0]}
-    how = ollama.instructions(str(final), files[0], name.lower())
-    return files + ["Modelfile"], details, (checks or None), ",".join(job.gguf_types), how
-
-
 def _write_vllm(job: _Job, staging: Path, final: Path):
     from ayar.chat.templates import end_of_turn_ids
     from ayar.export.merge import run_tokenizer
@@ -349,7 +319,8 @@ def _save_merged(job: _Job, folder: Path, dtype, checks: dict | None) -> str:
     return dtype_name(dtype)
 
 
-WRITERS = {"adapter": _write_adapter, "gguf": _write_gguf, "vllm": _write_vllm, "merged": _write_merged}
+WRITERS = {"adapter": _write_adapter, "gguf": gguf_export.write_gguf, "gguf-lora": gguf_export.write_gguf_lora,
+           "vllm": _write_vllm, "merged": _write_merged}
 
 
 # ----------------------------------------------------------------------------- for the demo
