@@ -101,7 +101,9 @@ def write_gguf_files(hf_folder: Path, out: Path, stem: str, gguf_types: Sequence
             raise
         fallback(first, written.source_type)
         written.tool = "ayar gguf_writer"
-        written.notes.append(f"{error}; wrote the {written.source_type} file with ayar's own Llama/Qwen2 writer")
+        reason = str(error).split(" (log: ")[0]
+        written.notes.append(f"{reason}; wrote the {written.source_type} file with ayar's own Llama/Qwen2 writer "
+                             f"(converter log: {CONVERT_LOG})")
     for gguf_type in gguf_types:
         if gguf_type == written.source_type:
             written.files[gguf_type] = first.name
