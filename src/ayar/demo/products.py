@@ -30,7 +30,6 @@ import yaml
 from ayar.data.pii.gazetteer import tr_lower, tr_upper
 from ayar.fsutil import atomic_write
 
-SYSTEM = "Ürünün kategorisini ve etiketlerini JSON olarak ver."
 MAX_TRIES = 1000  # fresh draws allowed per record before giving up on uniqueness
 _SENTENCE_START = re.compile(r"(^|[.!?] )(\w)")  # a letter that starts a sentence
 
@@ -50,6 +49,17 @@ def load_data(name: str) -> dict[str, Any]:
 def categories() -> list[str]:
     """The category labels, in the order of the data file."""
     return list(load_data("products")["categories"])
+
+
+def shared_nouns(category: str) -> list[str]:
+    """The nouns several categories share that ``category`` may use (in data-file order)."""
+    return [noun for noun, owners in load_data("products")["shared_nouns"].items() if category in owners]
+
+
+def system_prompt() -> str:
+    """The instruction every product conversation starts with; it names the allowed categories."""
+    return ("Ürünün kategorisini ve etiketlerini JSON olarak ver. Kategori şunlardan biri olmalı: "
+            + ", ".join(categories()) + ".")
 
 
 def attribute_phrases(category: str) -> list[str]:
@@ -81,12 +91,17 @@ def _product(rng: random.Random, category: str) -> tuple[str, dict[str, Any]]:
     vocab = load_data("products")
     cat = vocab["categories"][category]
     noun, brand, use = rng.choice(cat["nouns"]), rng.choice(cat["brands"]), rng.choice(cat["uses"])
+    shared = shared_nouns(category)
+    # A marketplace product: shared brand and noun, every attribute in the description.
+    is_shared = bool(shared) and rng.random() < vocab["shared_share"]
+    if is_shared:
+        noun, brand = rng.choice(shared), rng.choice(vocab["shared_brands"])
     n_tags = rng.randint(2, 4)
     colour = rng.choice(vocab["colours"]) if cat["colours"] and rng.random() < 0.5 else None
     # An attribute item is a phrase or a list of alternatives that exclude each other.
     items = rng.sample(cat["attributes"], n_tags - (colour is not None))
     attrs = [item if isinstance(item, str) else rng.choice(item) for item in items]
-    n_title = rng.randint(0, min(2, len(attrs)))
+    n_title = 0 if is_shared else rng.randint(0, min(2, len(attrs)))
     colour_in_title = colour is not None and rng.random() < 0.5
     title_phrases = attrs[:n_title] + ([colour] if colour_in_title else [])
     desc_phrases = attrs[n_title:]
@@ -112,7 +127,7 @@ def _product(rng: random.Random, category: str) -> tuple[str, dict[str, Any]]:
 def _record(user: str, answer: dict[str, Any]) -> dict[str, Any]:
     return {
         "messages": [
-            {"role": "system", "content": SYSTEM},
+            {"role": "system", "content": system_prompt()},
             {"role": "user", "content": user},
             {"role": "assistant", "content": json.dumps(answer, ensure_ascii=False)},
         ]
@@ -170,6 +185,36 @@ def product_splits(
         "val": records[n_train : n_train + n_val],
         "test": records[n_train + n_val :],
     }
+
+
+def title_keyword_accuracy(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> float:
+    """Accuracy of a keyword-only classifier: each title word votes for the category it most often had in
+    ``train``; ties and unknown words fall back to the most common category. What a rule on the title
+    (no reading of the description) can reach on ``test``.
+    """
+    from collections import Counter, defaultdict
+
+    def words(record: dict[str, Any]) -> list[str]:
+        title = record["messages"][1]["content"].split("\n")[0].removeprefix("Ürün: ")
+        return re.findall(r"\w+", tr_lower(title))
+
+    def label(record: dict[str, Any]) -> str:
+        return json.loads(record["messages"][2]["content"])["category"]
+
+    seen: dict[str, Counter] = defaultdict(Counter)
+    for record in train:
+        for word in set(words(record)):
+            seen[word][label(record)] += 1
+    overall = Counter(label(r) for r in train).most_common(1)[0][0]
+    hits = 0
+    for record in test:
+        votes: Counter = Counter()
+        for word in set(words(record)):
+            if seen[word]:
+                best, count = seen[word].most_common(1)[0]
+                votes[best] += count / sum(seen[word].values())
+        hits += (votes.most_common(1)[0][0] if votes else overall) == label(record)
+    return hits / len(test)
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ayar.demo.products import SYSTEM, corpus_texts, product_splits, write_jsonl
+from ayar.demo.products import corpus_texts, product_splits, system_prompt, write_jsonl
 from ayar.ui import console
 
 # Sizes chosen so the whole demo runs in a few minutes on a 2-core CPU.
@@ -230,4 +230,4 @@ def _print_results(results: dict) -> None:
     console.print(table)
     console.print(f"report: {results['report']}", markup=False)
     console.print("serve the tuned model:\n" + results["how_to_serve"], markup=False)
-    console.print(f"demo finished in {results['seconds']:.0f} s; system prompt used: {SYSTEM!r}")
+    console.print(f"demo finished in {results['seconds']:.0f} s; system prompt used: {system_prompt()!r}")
