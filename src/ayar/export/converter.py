@@ -190,6 +190,8 @@ def run(converter: Converter, script: Path, args: list[str], log: Path) -> None:
 
 
 _KNOWN = (
+    (re.compile(r"No module named '([\w.]+)'"),
+     "llama.cpp's converter needs the Python package {0} (pip install 'ayar[gguf]')"),
     (re.compile(r"Model (\S+) is not supported"), "architecture {0} is not supported by llama.cpp's converter"),
     (re.compile(r"BPE pre-tokenizer was not recognized"),
      "llama.cpp does not know this tokenizer's pre-tokenizer (its hash is not in convert_hf_to_gguf)"),

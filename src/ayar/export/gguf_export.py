@@ -215,6 +215,11 @@ def _write_modelfile(staging: Path, model_file: str, adapter_file: str | None, t
 
 
 def _details(written: gguf.Written, config) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    from ayar.export.converter import pins
+
     return {"gguf_types": list(written.files), "files": written.files, "merged_in": "fp32",
             "architecture": config.model_type, "quantised_from": written.source_type, "written_by": written.tool,
-            "notes": written.notes}
+            "notes": written.notes, "llama_cpp_python": {"converter": pins()["llama_cpp_python"],
+                                                         "runtime": version("llama_cpp_python")}}

@@ -6,8 +6,8 @@ a hidden staging folder, verify, write the export manifest, rename into place ->
 append to the run's ``exports.jsonl``. A failed check removes the staging folder,
 so ``RUN/export/<format>/`` only ever holds a complete, verified export.
 
-Formats are written in the order adapter, gguf, vllm, merged: GGUF is converted
-from the fp32 merge, and saving merged weights casts them in place to ``dtype``.
+Formats are written in the order adapter, gguf, gguf-lora, vllm, merged: GGUF is
+converted from the fp32 merge (:mod:`ayar.export.gguf_export`), and saving merged weights casts them in place to ``dtype``.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
 def _check_request(source: RunSource, formats: Sequence[str], dtype: str, gguf_types: Sequence[str],
                    verify: bool, extra: Sequence[str | Path]) -> list[str]:
     """The formats in writing order, after checking everything asked for; every problem is reported at once."""
-    from ayar.export.gguf import check_types
+    from ayar.export.gguf import QUANT_FTYPES, check_types
 
     problems = [f"unknown format {f!r} (choose from {', '.join(FORMATS)})" for f in formats if f not in FORMATS]
     if not formats:
@@ -149,12 +149,12 @@ def _check_request(source: RunSource, formats: Sequence[str], dtype: str, gguf_t
         problems.append("extra adapters are only served by the vllm format")
     if extra and source.kind != "lora":
         problems.append(f"extra adapters need this run to be a LoRA run too; it is {source.kind}")
-    if verify and {"gguf", "gguf-lora"} & set(formats):
+    if {"gguf", "gguf-lora"} & set(formats) and (verify or set(gguf_types) & set(QUANT_FTYPES)):
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
-            problems.append("verifying GGUF files needs llama-cpp-python: `pip install 'ayar[gguf]'`, "
-                            "or pass --no-verify")
+            problems.append("verifying and quantising GGUF files needs llama-cpp-python: `pip install 'ayar[gguf]'` "
+                            "(or, for float types only, pass --no-verify)")
     if problems:
         raise AyarError("cannot export:\n" + "\n".join(f"  {p}" for p in problems))
     return [f for f in FORMATS if f in formats]
