@@ -43,8 +43,9 @@ from ayar.errors import AyarError
 MERGE_TOLERANCE = 1e-4
 F32_LOGIT_TOLERANCE = 1e-3
 NEAR_TIE = {"f32": 1e-3, "f16": 1e-2, "bf16": 5e-2}
-# Least top-1 agreement with the HF model for quantised files (measured figures: README, GGUF section).
-MIN_TOP1 = {"q8_0": 0.9, "q6_k": 0.85, "q5_k_m": 0.8, "q4_k_m": 0.7}
+# Least top-1 agreement with the HF model for quantised files: gates that a wrong file (bad RoPE layout,
+# corrupted tensor) fails far below; the figures measured on the tested models are in the README.
+MIN_TOP1 = {"q8_0": 0.9, "q6_k": 0.85, "q5_k_m": 0.75, "q4_k_m": 0.7}
 CONTINUATION_TOKENS = 16
 GGML_TYPE_F32 = 0  # llama.cpp's ggml_type for the KV cache
 
