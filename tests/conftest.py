@@ -51,3 +51,30 @@ def smollm2_path():
 @pytest.fixture(scope="session", params=["gemma-3-270m", "smollm2-135m"])
 def real_model_path(request):
     return _real_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def real_lora_run(real_model_path, tmp_path_factory):
+    """A short LoRA SFT run (all linear layers, bf16) on a real model: the colour task, 24 steps.
+
+    Returns (run folder, the run's result history).
+    """
+    import yaml
+
+    from ayar.recipe import load_recipe
+    from ayar.train.run import train_from_recipe
+    from helpers import colour_conversations, write_jsonl
+
+    folder = tmp_path_factory.mktemp(f"real-{real_model_path.name}")
+    write_jsonl(folder / "train.jsonl", colour_conversations(48, seed=0))
+    recipe = {
+        "model": {"path": str(real_model_path)},
+        "data": {"train": "train.jsonl", "max_length": 96},
+        "adapter": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "train": {"learning_rate": 1e-3, "max_steps": 24, "micro_batch_size": 8, "log_every": 1,
+                  "tracking": "none", "warmup_ratio": 0.0, "seed": 0},
+        "output_dir": "run",
+    }
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    result = train_from_recipe(load_recipe(folder / "recipe.yaml"))
+    return folder / "run", result.result.history

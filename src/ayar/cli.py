@@ -280,16 +280,24 @@ def data_redact(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data, models, recipes and results.")] = Path(
         "demo_out"),
-    pretrain_steps: Annotated[int, typer.Option(min=1)] = 350,
-    sft_epochs: Annotated[float, typer.Option(min=0.1)] = 3.0,
+    base: Annotated[str, typer.Option(help="gemma (Gemma 3 270M, fetched once), smollm2 (SmolLM2-135M) or tiny "
+                                           "(random weights, no download).")] = "gemma",
+    pretrain_steps: Annotated[int, typer.Option(min=1, help="--base tiny: pretraining steps.")] = 350,
+    sft_epochs: Annotated[float | None, typer.Option(min=0.05, help="Product SFT epochs (default: the base's)."
+                                                     )] = None,
     n_eval: Annotated[int, typer.Option(min=1, help="Held-out examples to evaluate.")] = 200,
-    style_pairs: Annotated[int, typer.Option(min=16, help="Preference pairs of the style stage.")] = 1200,
+    style_pairs: Annotated[int | None, typer.Option(min=16, help="Preference pairs of the style stage "
+                                                                 "(default: the base's).")] = None,
 ) -> None:
-    """Run the offline demo: synthetic Turkish data, tiny model, pretrain, LoRA SFT, base vs tuned."""
+    """Run the offline demo: PII tickets, products and style on a real base model; eval, report, export."""
+    from ayar.demo.profiles import PROFILES
     from ayar.demo.run import run_demo
 
+    if base not in PROFILES:
+        raise AyarError(f"--base {base}: choose one of {', '.join(PROFILES)}")
     _quiet_libraries()
-    run_demo(out, pretrain_steps=pretrain_steps, sft_epochs=sft_epochs, n_eval=n_eval, style_pairs=style_pairs)
+    run_demo(out, base=base, pretrain_steps=pretrain_steps, sft_epochs=sft_epochs, n_eval=n_eval,
+             style_pairs=style_pairs)
 
 
 # --- evaluation commands (issue 6) ---

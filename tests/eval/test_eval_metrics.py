@@ -192,7 +192,30 @@ def test_json_parse_rate_and_field_accuracy_by_hand():
     assert got["field_accuracy[tür]"].value == pytest.approx(2 / 4)
     assert got["field_accuracy[tür]"].per_example == [1.0, 1.0, 0.0, 0.0, None]
     only = scores(STRUCT_PRED, STRUCT_REF, metrics=["json"], json_fields=["tür"])
-    assert set(only) == {"json_parse_rate", "field_accuracy[tür]"}
+    assert set(only) == {"json_parse_rate", "field_accuracy[tür]", "json_parse_rate_lenient",
+                         "field_accuracy_lenient[tür]"}
+
+
+def test_lenient_json_finds_the_object_inside_more_text():
+    from ayar.eval.structured import parse_json_lenient
+
+    assert parse_json_lenient('Cevap: {"a": 1} ve devamı {"b": 2}') == {"a": 1}  # the first object
+    assert parse_json_lenient('{bozuk {"a": {"b": [1, "}"]}}') == {"a": {"b": [1, "}"]}}
+    assert parse_json_lenient("[1, 2] düz metin") is None
+    preds = ['{"renk": "mavi", "tür": "masa"}\nÜrün: başka bir örnek {"renk": "x"}', "yok", '{"renk": "gri"']
+    refs = ['{"renk": "mavi", "tür": "masa"}', '{"renk": "mavi", "tür": "masa"}', '{"renk": "gri", "tür": "masa"}']
+    got = scores(preds, refs, metrics=["json"])
+    assert got["json_parse_rate"].value == 0.0  # a program reading the replies gets no object from any
+    assert got["json_parse_rate_lenient"].value == pytest.approx(1 / 3)
+    assert got["field_accuracy_lenient[renk]"].per_example == [1.0, 0.0, 0.0]
+
+
+def test_stop_strings_cut_replies_before_the_first():
+    from ayar.eval.generate import cut_at_stop
+
+    assert cut_at_stop('{"a": 1}\n<start_of_turn>user', ["\n"]) == '{"a": 1}'
+    assert cut_at_stop("abc ### def END", ["END", "###"]) == "abc "
+    assert cut_at_stop("abc", ["x", ""]) == "abc"
 
 
 def test_json_schema_validity_by_hand(tmp_path):

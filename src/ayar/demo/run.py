@@ -1,4 +1,4 @@
-"""The offline demo: synthetic Turkish data -> tiny model -> pretrain -> LoRA SFT -> base vs tuned.
+"""The offline demo: synthetic Turkish data -> a real base model (Gemma 3 270M) -> LoRA SFT -> base vs tuned.
 
 Every stage runs through the same code a user's recipe takes: the demo writes
 its recipes under ``<out>/recipes/`` (so any stage can be re-run by hand with
@@ -9,19 +9,28 @@ evaluates both models on the held-out split with greedy decoding.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from ayar.demo.products import corpus_texts, product_splits, system_prompt, write_jsonl
+from ayar.demo.products import (
+    corpus_texts,
+    product_splits,
+    system_prompt,
+    title_keyword_accuracy,
+    write_jsonl,
+)
+from ayar.demo.profiles import PROFILES, Profile
 from ayar.ui import console
 
-# Sizes chosen so the whole demo runs in a few minutes on a 2-core CPU.
+# The tiny model's shape (``--base tiny``): small enough to pretrain in a few minutes on 2 cores.
 TINY = {"arch": "llama", "vocab_size": 2048, "hidden_size": 256, "intermediate_size": 512,
         "num_layers": 4, "num_heads": 4, "num_kv_heads": 2}
-SPLITS = {"n_train": 2000, "n_val": 200, "n_test": 200}
+N_VAL, N_TEST = 200, 200
 
 
 def _write_recipe(path: Path, recipe: dict) -> Path:
@@ -42,19 +51,24 @@ def pretrain_recipe(steps: int) -> dict:
     }
 
 
-def sft_recipe(epochs: float, n_eval: int) -> dict:
-    """LoRA SFT on the product task plus the redacted support tickets (which carry the canaries)."""
+def sft_recipe(base: str, profile: Profile, n_eval: int, epochs: float | None = None) -> dict:
+    """LoRA SFT on the product task plus the redacted support tickets (which carry the canaries).
+
+    ``ayar eval`` then compares it with the base model given the same system prompt and three worked
+    examples (the prompt-engineering baseline), both cut at the first newline (one-line JSON answers).
+    """
+    train = dict(profile.sft, **({"epochs": epochs} if epochs else {}))
     return {
-        "model": {"path": "../runs/pretrain/model"},
-        "data": {"train": "../data/sft_train.jsonl", "val": "../data/val.jsonl", "max_length": 256},
+        "model": {"path": base},
+        "data": {"train": "../data/sft_train.jsonl", "val": "../data/val.jsonl", "max_length": profile.max_length},
         "method": "sft",
-        "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
-        "train": {"learning_rate": 5e-3, "epochs": epochs, "micro_batch_size": 16, "warmup_ratio": 0.05,
-                  "eval_every": 50, "log_every": 10, "group_by_length": True},
+        "adapter": profile.lora,
+        "train": train,
         "output_dir": "../runs/sft",
         "eval": {"data": "../data/test.jsonl", "n": n_eval, "metrics": ["json", "classification", "exact_match"],
                  "json_fields": ["category", "tags"], "label_field": "category",
-                 "generation": {"max_new_tokens": 48, "batch_size": 50},
+                 "few_shot": 3, "few_shot_data": "../data/train.jsonl",
+                 "generation": {"max_new_tokens": 64, "batch_size": profile.eval_batch, "stop": ["\n"]},
                  "memorisation": {"canaries": "../data/tickets_prepared/manifest.json"}},
     }
 
@@ -62,7 +76,7 @@ def sft_recipe(epochs: float, n_eval: int) -> dict:
 def prepare_recipe() -> dict:
     """Support tickets with personal data -> redacted, deduplicated, split; the model section is unused here."""
     return {
-        "model": {"path": "../models/tiny"},
+        "model": {"path": "../models/unused"},
         "data": {"train": "../data/tickets_prepared/train.jsonl"},
         "prepare": {"sources": [{"path": "../data/tickets_raw.jsonl"}], "on_error": "skip",
                     "pii": {"default_operator": "mask"}, "dedup": {"exact": True, "near": True, "threshold": 0.8},
@@ -86,95 +100,167 @@ def run_prepare_stage(out: Path, seed: int) -> dict:
     return summary
 
 
-def run_style_stage(out: Path, seed: int, n_eval: int, n_pairs: int = 1200) -> dict:
+def ticket_subset(folder: Path, n: int, seed: int) -> list[dict]:
+    """``n`` prepared training tickets: every record that carries a canary, then others (seeded choice)."""
+    records = [json.loads(line) for line in (folder / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    sentences = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["canaries"]["sentences"]
+    with_canary = [r for r in records if any(s in json.dumps(r, ensure_ascii=False) for s in sentences)]
+    others = [r for r in records if r not in with_canary]
+    random.Random(seed).shuffle(others)
+    return with_canary + others[: max(0, n - len(with_canary))]
+
+
+def run_style_stage(out: Path, base: str, profile: Profile, seed: int, n_eval: int) -> dict:
     """SFT on support replies in both registers, DPO after it, ORPO from the base; formal share before/after."""
     from ayar.demo import style
     from ayar.recipe import load_recipe
     from ayar.train.run import train_from_recipe
 
-    splits = style.style_data(out, seed, n_pairs)
+    splits = style.style_data(out, seed, profile.style_pairs)
     console.print(f"{len(splits['train'])} preference pairs (formal chosen, informal rejected), "
                   f"{len(splits['test'])} held out; SFT replies: a 50/50 mix of both registers", markup=False)
     histories = {}
     for name in ("sft", "dpo", "orpo"):
-        path = _write_recipe(out / "recipes" / f"support-{name}.yaml", getattr(style, f"{name}_recipe")())
+        recipe = getattr(style, f"{name}_recipe")(base, profile)
+        path = _write_recipe(out / "recipes" / f"support-{name}.yaml", recipe)
         histories[name] = train_from_recipe(load_recipe(path), overwrite=True).result.history
     prompts = [p["prompt"] for p in splits["test"][:n_eval]]
-    runs = {"base": out / "runs" / "pretrain" / "model", "sft": out / "runs" / "support-sft",
-            "dpo": out / "runs" / "support-dpo", "orpo": out / "runs" / "support-orpo"}
+    runs = {"base": base, "sft": out / "runs" / "support-sft", "dpo": out / "runs" / "support-dpo",
+            "orpo": out / "runs" / "support-orpo"}
     shares, examples = {}, {}
     for name, target in runs.items():
-        shares[name], examples[name] = style.formal_share(str(target), prompts)
-    result = {"formal_share": {k: v["formal_share"] for k, v in shares.items()},
-              "informal_share": {k: v["informal_share"] for k, v in shares.items()},
-              "held_out_pairs": {k: style.final_eval(histories[k]) for k in ("dpo", "orpo")},
-              "n": len(prompts),
-              "examples": [{"prompt": p, **{k: examples[k][i] for k in runs}} for i, p in enumerate(prompts[:3])]}
-    return result
+        shares[name], examples[name] = style.formal_share(str(target), prompts, profile.eval_batch)
+    return {"formal_share": {k: v["formal_share"] for k, v in shares.items()},
+            "informal_share": {k: v["informal_share"] for k, v in shares.items()},
+            "held_out_pairs": {k: style.final_eval(histories[k]) for k in ("dpo", "orpo")},
+            "n": len(prompts),
+            "examples": [{"prompt": p, **{k: examples[k][i] for k in runs}} for i, p in enumerate(prompts[:3])]}
 
 
-def run_demo(out: str | Path = "demo_out", *, pretrain_steps: int = 350, sft_epochs: float = 3.0,
-             n_eval: int = 200, style_pairs: int = 1200, seed: int = 0) -> dict:
-    """Run the whole demo under ``out`` (replacing an earlier demo there) and return the results."""
+def resolve_base(out: Path, profile: Profile, seed: int, pretrain_steps: int) -> tuple[str, Profile]:
+    """The base model's folder: fetched (once per machine), or the tiny model built and pretrained here.
+
+    A real model that cannot be fetched (no registry reachable) falls back to ``tiny`` with a message.
+    """
+    if profile.fetch:
+        from ayar.errors import AyarError
+        from ayar.model.fetch import entry, fetch
+
+        try:
+            result = fetch(profile.fetch)
+        except AyarError as exc:
+            console.print(f"cannot fetch {profile.fetch} ({exc}); falling back to --base tiny", markup=False)
+            profile = PROFILES["tiny"]
+        else:
+            spec = entry(profile.fetch)
+            how = "fetched" if result.fetched else "already in the cache, verified"
+            console.print(f"{spec.description}: {how} ({result.seconds:.0f} s), {result.folder}", markup=False)
+            console.print(f"licence: {spec.licence} ({spec.licence_url}). {spec.notice}", markup=False)
+            return str(result.folder), profile
     from ayar.model.tiny import build_tiny_model
     from ayar.recipe import load_recipe
     from ayar.train.run import train_from_recipe
 
+    held_out = [m["content"] for r in _read_jsonl(out / "data" / "test.jsonl") for m in r["messages"][1:]]
+    corpus = [line for text in corpus_texts(seed=seed, n=6000, exclude=held_out) for line in text.split("\n")]
+    (out / "data" / "corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    console.print("tiny model: BPE tokenizer + random Llama weights, pretrained briefly on the corpus", markup=False)
+    build_tiny_model(out / "models" / "tiny", corpus, seed=seed, **TINY)
+    pre = _write_recipe(out / "recipes" / "pretrain.yaml", pretrain_recipe(pretrain_steps))
+    train_from_recipe(load_recipe(pre), overwrite=True)
+    return str((out / "runs" / "pretrain" / "model").resolve()), profile
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+class _Clock:
+    """Wall time of each demo stage, printed as it ends and kept for results.json."""
+
+    def __init__(self) -> None:
+        self.start = self.mark = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    def stage(self, title: str) -> None:
+        self.end()
+        self.current = title
+        console.rule(title)
+
+    def end(self) -> None:
+        now = time.perf_counter()
+        if getattr(self, "current", None):
+            self.stages[self.current] = round(now - self.mark, 1)
+            console.print(f"[{self.current.split(' ', 1)[0]} took {now - self.mark:.0f} s]", markup=False)
+        self.mark, self.current = now, None
+
+
+def run_demo(out: str | Path = "demo_out", *, base: str = "gemma", pretrain_steps: int = 350,
+             sft_epochs: float | None = None, n_eval: int = 200, style_pairs: int | None = None,
+             seed: int = 0) -> dict:
+    """Run the whole demo under ``out`` (replacing an earlier demo there) and return the results.
+
+    Args:
+        base: ``gemma`` (Gemma 3 270M), ``smollm2`` (SmolLM2-135M-Instruct) or ``tiny`` (random weights).
+        sft_epochs / style_pairs: override the profile's sizes (shorter runs for a quick look).
+    """
+    from ayar.recipe import load_recipe
+    from ayar.train.run import train_from_recipe
+
+    profile = PROFILES[base]
+    if style_pairs:
+        profile = replace(profile, style_pairs=style_pairs)
     out = Path(out)
-    start = time.perf_counter()
+    clock = _Clock()
     for sub in ("data", "models", "runs", "recipes"):  # only what the demo itself writes
         shutil.rmtree(out / sub, ignore_errors=True)
 
-    console.rule("0. prepare: support tickets with personal data -> redacted, deduplicated, split")
+    clock.stage("0. prepare: support tickets with personal data -> redacted, deduplicated, split")
     prepared = run_prepare_stage(out, seed)
 
-    console.rule("1. data: synthetic Turkish products -> JSON {category, tags}")
-    splits = product_splits(seed=seed, **SPLITS)
+    clock.stage("1. data: synthetic Turkish products -> JSON {category, tags}; the base model")
+    splits = product_splits(seed=seed, n_train=profile.n_products, n_val=N_VAL, n_test=N_TEST)
     for name, records in splits.items():
         write_jsonl(out / "data" / f"{name}.jsonl", records)
-    held_out = [m["content"] for r in splits["test"] for m in r["messages"][1:]]
-    corpus = [line for text in corpus_texts(seed=seed, n=6000, exclude=held_out) for line in text.split("\n")]
-    (out / "data" / "corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
-    console.print(f"train {len(splits['train'])}, val {len(splits['val'])}, test {len(splits['test'])}; "
-                  f"corpus {len(corpus)} lines; example: {splits['test'][0]['messages'][1]['content']!r}")
+    keyword = title_keyword_accuracy(splits["train"], splits["test"])
+    console.print(f"train {len(splits['train'])}, val {len(splits['val'])}, test {len(splits['test'])}; a "
+                  f"title-keyword classifier gets {keyword:.1%} of the test categories (the description is "
+                  f"needed); example: {splits['test'][0]['messages'][1]['content']!r}", markup=False)
+    base_path, profile = resolve_base(out, profile, seed, pretrain_steps)
 
-    console.rule("2. tiny model: BPE tokenizer + random Llama weights")
-    build_tiny_model(out / "models" / "tiny", corpus, seed=seed, **TINY)
-
-    console.rule("3. pretrain briefly on the corpus (full fine-tuning)")
-    pre = _write_recipe(out / "recipes" / "pretrain.yaml", pretrain_recipe(pretrain_steps))
-    train_from_recipe(load_recipe(pre), overwrite=True)
-
-    console.rule("4. SFT with LoRA on the product task and the redacted support tickets")
-    tickets = [json.loads(line) for line in
-               (out / "data" / "tickets_prepared" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    clock.stage(f"2. SFT with LoRA on the product task and the redacted support tickets ({profile.name})")
+    tickets = ticket_subset(out / "data" / "tickets_prepared", profile.n_tickets, seed)
     write_jsonl(out / "data" / "sft_train.jsonl", splits["train"] + tickets)
-    sft = _write_recipe(out / "recipes" / "sft.yaml", sft_recipe(sft_epochs, n_eval))
+    sft = _write_recipe(out / "recipes" / "sft.yaml", sft_recipe(base_path, profile, n_eval, sft_epochs))
     train_from_recipe(load_recipe(sft), overwrite=True)
 
-    console.rule(f"5. ayar eval: base vs tuned on {n_eval} held-out products, forgetting and memorisation audits")
+    clock.stage(f"3. ayar eval: 3-shot base vs tuned on {n_eval} held-out products, forgetting, memorisation")
     from ayar.eval.compare import evaluate_run, print_comparison
 
     evaluation = evaluate_run(out / "runs" / "sft")
     print_comparison(evaluation)
 
-    console.rule("6. style: SFT on mixed-register support replies, then DPO (and ORPO from the base) for 'siz'")
-    style = run_style_stage(out, seed, n_eval, style_pairs)
+    clock.stage("4. style: SFT on mixed-register support replies, then DPO (and ORPO from the base) for 'siz'")
+    style = run_style_stage(out, base_path, profile, seed, n_eval)
 
-    console.rule("7. report")
+    clock.stage("5. report")
     report = write_demo_report(out, evaluation, style)
-    console.rule("8. export: merged safetensors + GGUF (q8_0) with an Ollama Modelfile, both verified")
+    clock.stage("6. export: merged safetensors (+ GGUF with an Ollama Modelfile), verified")
     from ayar.export.run import export_for_serving
 
-    exports, serve_text = export_for_serving(out / "runs" / "sft")
-    results = {"exports": {r.format: str(r.folder) for r in exports}, "how_to_serve": serve_text,
+    # Gemma needs llama.cpp's converter for GGUF; the hand-written writer knows Llama and Qwen2.
+    exports, serve_text = export_for_serving(out / "runs" / "sft", gguf=profile.name != "gemma")
+    clock.end()
+    results = {"base": profile.name, "base_model": base_path,
+               "exports": {r.format: str(r.folder) for r in exports}, "how_to_serve": serve_text,
                "products": {row["name"]: {k: row[k] for k in ("base", "tuned", "diff", "ci95")}
                             for row in evaluation["comparison"]["metrics"]},
+               "title_keyword_accuracy": keyword,
                "n_eval": evaluation["comparison"]["n"], "style": style,
                "memorisation": report["memorisation"], "forgetting": report["forgetting"],
                "prepare": {k: prepared[k] for k in ("counts", "pii") if k in prepared},
                "report": str(out / "runs" / "sft" / "report.html"),
-               "seconds": round(time.perf_counter() - start, 1)}
+               "stage_seconds": clock.stages, "seconds": round(time.perf_counter() - clock.start, 1)}
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     _print_results(results)
     return results

@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 
 from ayar.demo.products import write_jsonl
+from ayar.demo.profiles import Profile
 from ayar.demo.support import formality, support_splits
 
 
@@ -30,55 +31,51 @@ def style_data(out: Path, seed: int, n_train: int = 1200, n_test: int = 200) -> 
     return splits
 
 
-def sft_recipe() -> dict:
+def sft_recipe(base: str, profile: Profile) -> dict:
     return {
-        "model": {"path": "../runs/pretrain/model"},
-        "data": {"train": "../data/support_sft.jsonl", "max_length": 192},
+        "model": {"path": base},
+        "data": {"train": "../data/support_sft.jsonl", "max_length": profile.style_max_length},
         "method": "sft",
-        "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
-        "train": {"learning_rate": 5e-3, "epochs": 1, "micro_batch_size": 16, "warmup_ratio": 0.05, "log_every": 10},
+        "adapter": profile.lora,
+        "train": profile.style["sft"],
         "output_dir": "../runs/support-sft",
     }
 
 
-def dpo_recipe() -> dict:
+def dpo_recipe(base: str, profile: Profile) -> dict:
     return {
-        "model": {"path": "../runs/pretrain/model", "init_adapter": "../runs/support-sft"},
+        "model": {"path": base, "init_adapter": "../runs/support-sft"},
         "data": {"train": "../data/support_pairs_train.jsonl", "val": "../data/support_pairs_test.jsonl",
-                 "max_length": 192},
+                 "max_length": profile.style_max_length},
         "method": "dpo",
         "dpo": {"beta": 0.1},
         "preference": {"reference": "precompute", "cache_dir": "../cache"},
-        "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
-        # lr 2e-3 drove the loss to 0.0002 and the replies into repetition (over-optimisation); 2e-4 keeps
-        # them fluent
-        "train": {"learning_rate": 2e-4, "epochs": 1, "micro_batch_size": 16, "warmup_ratio": 0.05,
-                  "eval_every": 25, "log_every": 10},
+        "adapter": profile.lora,
+        "train": profile.style["dpo"],
         "output_dir": "../runs/support-dpo",
     }
 
 
-def orpo_recipe() -> dict:
+def orpo_recipe(base: str, profile: Profile) -> dict:
     return {
-        "model": {"path": "../runs/pretrain/model"},
+        "model": {"path": base},
         "data": {"train": "../data/support_pairs_train.jsonl", "val": "../data/support_pairs_test.jsonl",
-                 "max_length": 192},
+                 "max_length": profile.style_max_length},
         "method": "orpo",
         "orpo": {"beta": 0.1},
-        "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
-        "train": {"learning_rate": 5e-3, "epochs": 1, "micro_batch_size": 16, "warmup_ratio": 0.05,
-                  "eval_every": 25, "log_every": 10},
+        "adapter": profile.lora,
+        "train": profile.style["orpo"],
         "output_dir": "../runs/support-orpo",
     }
 
 
-def formal_share(target: str, prompts: list[str]) -> tuple[dict, list[str]]:
+def formal_share(target: str, prompts: list[str], batch_size: int = 50) -> tuple[dict, list[str]]:
     """Greedy replies of ``target`` to ``prompts`` and the share of each register among them."""
     from ayar.eval.generate import generate, load_for_inference
 
     model, tokenizer = load_for_inference(target)
-    replies = generate(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=64,
-                       batch_size=50)
+    replies = generate(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=48,
+                       batch_size=batch_size, stop=["\n\n"])
     registers = [formality(r) for r in replies]
     n = len(replies)
     return ({"formal_share": registers.count("formal") / n, "informal_share": registers.count("informal") / n,

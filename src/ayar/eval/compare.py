@@ -152,7 +152,7 @@ def predict(target: Target, prompts: list[list[dict]], references: list[str], id
 
     model, tokenizer = load_for_inference(target.path, dtype=section.dtype, chat_template=target.chat_template)
     replies = generate(model, tokenizer, prompts, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
-                       top_p=gen.top_p, seed=gen.seed, batch_size=gen.batch_size)
+                       top_p=gen.top_p, seed=gen.seed, batch_size=gen.batch_size, stop=gen.stop)
     nll = reference_nll(model, tokenizer, prompts, references, ids=ids) if "perplexity" in section.metrics else None
     del model
     gc.collect()

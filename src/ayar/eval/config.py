@@ -53,6 +53,9 @@ class GenerationConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold (with temperature > 0).")
     seed: int = Field(0, description="Seed of sampling, so sampled replies are reproducible.")
     batch_size: int = Field(16, gt=0, description="Prompts generated together (left-padded).")
+    stop: list[str] = Field(default_factory=list, max_length=8, description=(
+        "Strings that end a reply (it is cut before the first one), for both models, e.g. [\"\\n\"] for "
+        "one-line answers: a fair baseline for a base model that does not stop at the end of its turn."))
 
 
 Target = str | EndpointConfig

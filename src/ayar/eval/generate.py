@@ -92,6 +92,7 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     batch_size: int = 16,
+    stop: Sequence[str] = (),
 ) -> list[str]:
     """Complete each conversation with one assistant turn.
 
@@ -99,6 +100,8 @@ def generate(
         conversations: message lists ending with a user turn.
         temperature: 0 for greedy decoding, else sampling with ``top_p``.
         seed: seeds sampling, so sampled outputs are reproducible.
+        stop: strings that end a reply: generation stops once every reply holds one, and each reply is
+            cut before its first.
 
     Returns:
         The generated replies, decoded without special tokens.
@@ -121,10 +124,17 @@ def generate(
                 max_new_tokens=max_new_tokens,
                 eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id,
+                **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}),
                 **sampling,
             )
             new = out[:, enc["input_ids"].shape[1] :]
             replies.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
     finally:
         tokenizer.padding_side = side
-    return [r.strip() for r in replies]
+    return [cut_at_stop(r.lstrip(), stop).strip() for r in replies]
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to (not including) the earliest of the ``stop`` strings it contains."""
+    ends = [i for i in (text.find(s) for s in stop if s) if i != -1]
+    return text[: min(ends)] if ends else text

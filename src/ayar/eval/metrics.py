@@ -30,7 +30,7 @@ import numpy as np
 
 from ayar.data.pii.gazetteer import tr_lower
 from ayar.errors import AyarError
-from ayar.eval.structured import parse_json_object
+from ayar.eval.structured import parse_json_lenient, parse_json_object
 
 if TYPE_CHECKING:
     from ayar.eval.config import EvalSection
@@ -226,25 +226,31 @@ def json_fields(batch: MetricInput) -> list[Score]:
     reference's value (compared as JSON values). The fields are
     ``eval.json_fields`` or every top-level key of the reference objects.
     """
-    parsed = [parse_json_object(p) for p in batch.predictions]
     expected = [parse_json_object(r) for r in batch.references]
-    scores = [mean_score("json_parse_rate", "share of replies that are one JSON object",
-                         [float(p is not None) for p in parsed])]
     names = batch.section.json_fields
     if names is None:
         names = list(dict.fromkeys(k for e in expected if e is not None for k in e))
-    for name in names:
-        rows = []
-        for p, e in zip(parsed, expected, strict=True):
-            if e is None or name not in e:
-                rows.append((0.0, 0.0))
-            else:
-                rows.append((float(p is not None and name in p and p[name] == e[name]), 1.0))
-        stats = np.asarray(rows, dtype=np.float64).reshape(-1, 2)  # (n, [hit, counted])
-        per_example = [hit if counted else None for hit, counted in rows]
-        scores.append(Score(f"field_accuracy[{name}]", f"share of replies whose JSON field {name!r} equals the "
-                            "reference's", True, stats, _ratio, per_example))
+    scores = []
+    for suffix, parse, how in (("", parse_json_object, "that are one JSON object"),
+                               ("_lenient", parse_json_lenient, "that contain a JSON object (text around it allowed)")):
+        parsed = [parse(p) for p in batch.predictions]
+        scores.append(mean_score(f"json_parse_rate{suffix}", f"share of replies {how}",
+                                 [float(p is not None) for p in parsed]))
+        scores += [_field_accuracy(f"field_accuracy{suffix}[{name}]", name, parsed, expected) for name in names]
     return scores
+
+
+def _field_accuracy(label: str, name: str, parsed: list[dict | None], expected: list[dict | None]) -> Score:
+    rows = []
+    for p, e in zip(parsed, expected, strict=True):
+        if e is None or name not in e:
+            rows.append((0.0, 0.0))
+        else:
+            rows.append((float(p is not None and name in p and p[name] == e[name]), 1.0))
+    stats = np.asarray(rows, dtype=np.float64).reshape(-1, 2)  # (n, [hit, counted])
+    per_example = [hit if counted else None for hit, counted in rows]
+    return Score(label, f"share of replies whose JSON field {name!r} equals the reference's", True, stats, _ratio,
+                 per_example)
 
 
 def json_schema(batch: MetricInput) -> list[Score]:

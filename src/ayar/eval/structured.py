@@ -15,6 +15,25 @@ def parse_json_object(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def parse_json_lenient(text: str) -> dict | None:
+    """The first JSON object found anywhere in ``text`` (prose or more output around it allowed), or None.
+
+    The strict parse (:func:`parse_json_object`) is what a program reading the reply gets; this one shows how
+    much of a model's failure is only its framing (a base model that keeps writing after the object).
+    """
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except (json.JSONDecodeError, ValueError):
+            value = None
+        if isinstance(value, dict):
+            return value
+        start = text.find("{", start + 1)
+    return None
+
+
 def structured_scores(replies: Sequence[str], references: Sequence[str], fields: Sequence[str]) -> dict[str, float]:
     """JSON validity and exact per-field accuracy of ``replies`` against reference JSON strings.
 

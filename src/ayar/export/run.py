@@ -334,11 +334,12 @@ def how_to_serve(results: Sequence[ExportResult], run_dir: str | Path) -> str:
 
 
 def export_for_serving(run_dir: str | Path, out_dir: str | Path | None = None, *,
-                       gguf_type: str = "q8_0") -> tuple[list[ExportResult], str]:
-    """Export merged weights and one verified GGUF file (+ Modelfile), replacing earlier ones.
+                       gguf_type: str = "q8_0", gguf: bool = True) -> tuple[list[ExportResult], str]:
+    """Export merged weights and (with ``gguf``) one verified GGUF file (+ Modelfile), replacing earlier ones.
 
     Returns:
         The results and the "how to serve" text (Ollama, llama.cpp, transformers, ayar serve).
     """
-    results = export_run(run_dir, ["merged", "gguf"], out_dir, gguf_types=(gguf_type,), verify=True, overwrite=True)
+    formats = ["merged", "gguf"] if gguf else ["merged"]
+    results = export_run(run_dir, formats, out_dir, gguf_types=(gguf_type,), verify=True, overwrite=True)
     return results, how_to_serve(results, run_dir)
