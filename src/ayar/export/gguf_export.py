@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,40 +97,29 @@ def gguf_safe(text: str) -> str:
 # ----------------------------------------------------------------------------- helpers
 
 
-class _kept_log_on_failure:
+@contextmanager
+def _kept_log_on_failure(staging: Path, final: Path) -> Iterator[None]:
     """On a converter failure, copy its logs beside the (unpublished) export and name them in the error."""
-
-    def __init__(self, staging: Path, final: Path):
-        self.staging, self.final = staging, final
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, trace):
-        if not isinstance(error, ConverterError):
-            return False
-        logs = sorted(self.staging.glob("*.log"))
+    try:
+        yield
+    except ConverterError as error:
+        logs = sorted(staging.glob("*.log"))
         if not logs:
-            return False
-        kept = self.final.with_name(f"{self.final.name}.convert-failed.log")
+            raise
+        kept = final.with_name(f"{final.name}.convert-failed.log")
         kept.write_text("".join(f"==> {p.name}\n{p.read_text('utf-8', 'replace')}\n" for p in logs), "utf-8")
         reason = str(error).split(" (log: ")[0]
         raise ConverterError(f"{reason}; nothing was published (converter log: {kept})") from None
 
 
-class _scratch:
+@contextmanager
+def _scratch(final: Path) -> Iterator[Path]:
     """A hidden temporary folder beside the export, removed afterwards (merged weights for the converter)."""
-
-    def __init__(self, final: Path):
-        self.final = final
-
-    def __enter__(self) -> Path:
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.scratch-", dir=self.final.parent))
-        return self.path
-
-    def __exit__(self, *exc):
-        shutil.rmtree(self.path, ignore_errors=True)
-        return False
+    path = Path(tempfile.mkdtemp(prefix=f".{final.name}.scratch-", dir=final.parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _save_fp32(model, tokenizer, folder: Path) -> Path:
@@ -180,10 +170,11 @@ class _LazyBase:
 
     def get(self):
         if self._model is None:
+            import torch
+
             from ayar.model.load import load_model
 
-            self._model = load_model(self.source.base, dtype=__import__("torch").float32,
-                                     revision=self.source.base_revision).eval()
+            self._model = load_model(self.source.base, dtype=torch.float32, revision=self.source.base_revision).eval()
         return self._model
 
 
