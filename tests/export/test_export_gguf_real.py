@@ -14,7 +14,7 @@ from ayar.export.run import export_run
 from helpers import colour_conversations, write_jsonl
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
-TYPES = ["q4_k_m", "f16", "q8_0", "q5_k_m"]
+TYPES = ["q4_k_m", "f16", "q8_0"]
 
 
 def short_run(folder, model_dir, chat_template):

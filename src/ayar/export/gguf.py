@@ -4,8 +4,8 @@ One float GGUF (the *source*) is written by llama.cpp's ``convert_hf_to_gguf.py`
 (:mod:`ayar.export.converter`); every quantised type is made from it with
 llama.cpp's ``llama_model_quantize`` (through llama-cpp-python), as llama.cpp
 users do (``convert_hf_to_gguf.py --outtype f16`` then ``llama-quantize``). The
-source is the ``f16`` file, or ``bf16`` for a bf16 base (f16 could overflow it),
-or ``f32`` when only f32 is asked for; it is published only when asked for.
+source is the ``f16`` file, or ``bf16`` for a bf16 base when f16 is not asked for
+(f16 could overflow it); it is published only when asked for.
 
 K-quants pack rows in super-blocks of 256 values: llama.cpp stores a matrix whose
 rows are not a multiple of 256 long in a fallback type (q5_0, q8_0, ...), so a
@@ -68,10 +68,10 @@ def check_types(gguf_types: Sequence[str]) -> list[str]:
 
 
 def source_type(gguf_types: Sequence[str], base_is_bf16: bool) -> str:
-    """The float type converted first: the quantised types are made from it (f16, or bf16 for a bf16 base);
-    without quantised types, the first float type asked for."""
+    """The float type converted first: the quantised types are made from it (f16 when asked for, else bf16
+    for a bf16 base, else f16); without quantised types, the first float type asked for."""
     if any(t in QUANT_FTYPES for t in gguf_types):
-        return "bf16" if base_is_bf16 else "f16"
+        return "f16" if "f16" in gguf_types or not base_is_bf16 else "bf16"
     return gguf_types[0]
 
 
