@@ -78,3 +78,19 @@ def real_lora_run(real_model_path, tmp_path_factory):
     (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     result = train_from_recipe(load_recipe(folder / "recipe.yaml"))
     return folder / "run", result.result.history
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_ledger(tmp_path_factory):
+    """Session fixtures (trained runs, exports) record into a ledger of their own, never $AYAR_HOME's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AYAR_LEDGER", str(tmp_path_factory.mktemp("ledger") / "session.jsonl"))
+        patch.delenv("AYAR_LEDGER_KEY", raising=False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _private_ledger(tmp_path_factory, monkeypatch):
+    """Every test records into its own audit ledger, never the user's $AYAR_HOME/ledger.jsonl, unsigned."""
+    monkeypatch.setenv("AYAR_LEDGER", str(tmp_path_factory.mktemp("ledger") / "ledger.jsonl"))
+    monkeypatch.delenv("AYAR_LEDGER_KEY", raising=False)

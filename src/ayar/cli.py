@@ -26,6 +26,8 @@ app.add_typer(model_app, name="model")
 data_app = typer.Typer(no_args_is_help=True, help="Work on data files: inspect them, redact personal data.")
 app.add_typer(data_app, name="data")
 
+NoGateOption = Annotated[bool, typer.Option(
+    "--no-gate", help="Release a run that fails its recipe's gate (or has no evaluation); recorded in the ledger.")]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a recipe value, e.g. --set train.learning_rate=1e-4 (repeatable)."),
@@ -217,7 +219,7 @@ def prepare(recipe: Path, set_: SetOption = None) -> None:
     loaded = load_recipe(recipe, set_ or [])
     if loaded.prepare is None:
         raise AyarError(f"{recipe}: no `prepare:` section; add one that lists your data sources")
-    summary = run_prepare(loaded.prepare, recipe.resolve().parent)
+    summary = run_prepare(loaded.prepare, recipe.resolve().parent, governance=loaded.governance)
     for warning in summary["warnings"]:
         console.print(f"warning: {warning}", style="yellow", markup=False)
     console.print(f"{summary_line(summary)}; wrote {summary['output_dir']}", markup=False)
@@ -359,6 +361,7 @@ def export_cmd(
     max_shard_size: Annotated[str, typer.Option(help="Largest safetensors shard of merged weights.")] = "5GB",
     with_adapter: Annotated[list[Path] | None, typer.Option(
         "--with", help="Another LoRA run on the same base for vllm to serve beside this one (repeatable).")] = None,
+    no_gate: NoGateOption = False,
 ) -> None:
     """Export a finished run: merged weights, the adapter, GGUF with an Ollama Modelfile, or vLLM launch files."""
     from ayar.export.run import export_run, how_to_serve
@@ -366,7 +369,7 @@ def export_cmd(
     _quiet_libraries()
     results = export_run(run_dir, _split_commas(fmt), out, dtype=dtype, gguf_types=_split_commas(gguf_type) or ["q4_k_m"],
                          verify=verify, overwrite=overwrite, max_shard_size=max_shard_size,
-                         extra_adapters=with_adapter or [])
+                         extra_adapters=with_adapter or [], no_gate=no_gate)
     print(how_to_serve(results, run_dir))
 
 # --- serving commands (issue 7) ---
@@ -388,14 +391,133 @@ def serve(
         help="Environment variable holding the API key clients must send as a Bearer token.")] = None,
     max_queue: Annotated[int, typer.Option(min=1, help="Requests that may wait; more get 503 at once.")] = 16,
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
+    no_gate: NoGateOption = False,
 ) -> None:
     """Serve a model and its adapters over an OpenAI-compatible HTTP API (/v1/chat/completions, ...)."""
     from ayar.serve.launch import ServeOptions, run
 
     _quiet_libraries()
     options = ServeOptions(target=target, adapters=adapter or [], ab=ab or [], ab_seed=ab_seed, ab_log=ab_log,
-                           dtype=dtype, max_queue=max_queue, api_key_env=api_key_env)
+                           dtype=dtype, max_queue=max_queue, api_key_env=api_key_env, no_gate=no_gate)
     run(options, bind=host, port=port)
+
+
+# --- governance commands (issue 15) ---
+
+audit_app = typer.Typer(no_args_is_help=True, help="The audit ledger: verify it, trace lineage, find a data subject.")
+app.add_typer(audit_app, name="audit")
+LedgerOption = Annotated[Path | None, typer.Option(help="Ledger file; default $AYAR_LEDGER or $AYAR_HOME/ledger.jsonl.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _ledger(path: Path | None):
+    from ayar.govern.ledger import Ledger, default_ledger_path
+
+    return Ledger(path or default_ledger_path())
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ledger: LedgerOption = None,
+    public_key: Annotated[Path | None, typer.Option(help="Ed25519 public key (PEM): check every signature.")] = None,
+    files: Annotated[bool, typer.Option(help="Re-hash every referenced file that still exists.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the hash chain, the head, signatures and referenced files; exit 1 at the first break."""
+    import json
+
+    from ayar.govern.ledger import load_public_key, verify
+
+    key = load_public_key(public_key) if public_key else None
+    result = verify(_ledger(ledger), check_files=files, public_key=key)
+    if as_json:
+        print(json.dumps({**vars(result), "path": str(result.path), "signers": sorted(result.signers),
+                          "ok": result.ok}, indent=2))
+    else:
+        console.print(f"{result.path}: {result.entries} entries, {result.signed} signed"
+                      + (f" by {', '.join(sorted(result.signers))}" + ("" if key else " (not checked: --public-key)")
+                         if result.signed else "")
+                      + f"; files: {result.files_checked} checked, {result.files_missing} no longer present, "
+                      f"{result.files_superseded} superseded by later entries", markup=False)
+        for problem in result.problems:
+            console.print(f"BROKEN: {problem}", style="red", markup=False)
+        if result.ok:
+            console.print("ok: the chain is intact and every file present matches", markup=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("lineage")
+def audit_lineage(
+    target: Annotated[str, typer.Argument(help="A run folder, an export folder, a file (GGUF, ...) or a sha256.")],
+    ledger: LedgerOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Trace TARGET back to its source files and base model, and forward to evaluations, exports and servers."""
+    import json
+
+    from ayar.govern.lineage import lineage, render_lineage
+
+    result = lineage(_ledger(ledger).entries(), target)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if as_json else render_lineage(result))
+
+
+@audit_app.command("subject")
+def audit_subject(
+    value: Annotated[str, typer.Argument(help="The identifier as the person gives it (never stored or logged).")],
+    kind: Annotated[str, typer.Option(help="tckn, email, phone, customer_id, iban, vkn, card, name or plate.")],
+    ledger: LedgerOption = None,
+    secret_env: Annotated[str, typer.Option(help="Environment variable holding the PII secret.")] = "AYAR_PII_SECRET",
+    secret_file: Annotated[Path | None, typer.Option(help="File holding the PII secret instead.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Which prepared datasets, runs, exports and served adapters hold a data subject's records (KVKK art. 11)."""
+    import json
+
+    from ayar.data.pii.config import RedactionConfig
+    from ayar.data.pii.operators import load_secret
+    from ayar.govern.subject import find_subject, index_path, render_subject
+
+    secret = load_secret(RedactionConfig(secret_env=secret_env, secret_file=secret_file))
+    if secret is None:
+        raise AyarError(f"no PII secret: set {secret_env} (or --secret-file) to the secret `ayar prepare` used")
+    book = _ledger(ledger)
+    found = find_subject(book.entries(), index_path, kind, value, secret)
+    print(json.dumps(found, indent=2, ensure_ascii=False) if as_json else render_subject(found, kind))
+
+
+@audit_app.command("keygen")
+def audit_keygen(path: Annotated[Path, typer.Argument(help="Private key file to create (PATH.pub: public key).")]
+                 ) -> None:
+    """Create an Ed25519 key pair for signing ledger entries (export AYAR_LEDGER_KEY=PATH to use it)."""
+    from ayar.govern.ledger import generate_key
+
+    private, public = generate_key(path)
+    console.print(f"wrote {private} (keep it secret, outside the repository) and {public}; sign with "
+                  f"`export AYAR_LEDGER_KEY={private}`, check with `ayar audit verify --public-key {public}`",
+                  markup=False)
+
+
+@app.command("card")
+def card_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder written by `ayar train`.")]) -> None:
+    """Write the Hugging Face model card (README.md) into the run folder and every export of it."""
+    from ayar.govern.card import write_cards
+
+    for path in write_cards(run_dir):
+        console.print(f"wrote {path}", markup=False)
+
+
+@app.command("docs")
+def docs_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `ayar train`.")],
+    fmt: Annotated[str, typer.Option("--format", help="md, html or md,html.")] = "md,html",
+    out: Annotated[Path | None, typer.Option(help="Folder to write into; default RUN_DIR.")] = None,
+) -> None:
+    """Draft the EU AI Act Annex IV technical documentation (and the KVKK section) for a run."""
+    from ayar.govern.annex_iv import write_docs
+
+    for path in write_docs(run_dir, _split_commas([fmt]), out):
+        console.print(f"wrote {path}", markup=False)
 
 
 def main() -> None:

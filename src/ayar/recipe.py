@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from ayar.data.prepare_config import PrepareSection
 from ayar.errors import RecipeError
 from ayar.eval.config import EvalSection
+from ayar.govern.config import GateSection, GovernanceSection
 from ayar.section import Section
 
 
@@ -233,6 +234,14 @@ class Recipe(Section):
         None, description="What `ayar eval RUN_DIR` measures: data, metrics, baseline, judge, forgetting and "
         "memorisation audits."
     )
+    governance: GovernanceSection = Field(
+        default_factory=GovernanceSection, description="Purpose, legal basis, retention and the audit ledger "
+        "(KVKK, EU AI Act documentation)."
+    )
+    gate: GateSection | None = Field(
+        None, description="Release gate: conditions on the latest evaluation that `ayar export` and `ayar serve` "
+        "enforce."
+    )
 
     @field_validator("method")
     @classmethod
@@ -324,6 +333,13 @@ def validate_recipe(
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         raise RecipeError(source, [_describe(err, lines or {}) for err in exc.errors()]) from None
+    if recipe.gate is not None:  # conditions the eval settings can never satisfy
+        from ayar.govern.gates import static_problems
+
+        problems = static_problems(recipe.gate.require, recipe.gate.metric, recipe.eval)
+        if problems:
+            raise RecipeError(source, [_describe({"loc": ("gate", "require", i), "type": "value_error", "msg": text},
+                                                 lines or {}) for i, text in problems])
     if base_dir is not None:
         recipe = _resolve_paths(recipe, base_dir)
     return recipe
@@ -383,8 +399,11 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     if preference.cache_dir:
         preference = preference.model_copy(update={"cache_dir": resolve(preference.cache_dir)})
     evaluation = recipe.eval.resolved(base) if recipe.eval else None
+    governance = recipe.governance
+    if governance.ledger:
+        governance = governance.model_copy(update={"ledger": resolve(governance.ledger)})
     return recipe.model_copy(update={"data": data, "model": model, "output_dir": resolve(recipe.output_dir),
-                                     "preference": preference, "eval": evaluation})
+                                     "preference": preference, "eval": evaluation, "governance": governance})
 
 
 # ----------------------------------------------------------------------------- error text

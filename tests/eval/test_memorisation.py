@@ -204,3 +204,21 @@ def test_conversations_are_scored_through_the_chat_template(trained):
     rendered = tokenizer.apply_chat_template(messages, tokenize=False)
     assert encode(tokenizer, messages, 512) == tokenizer(rendered, add_special_tokens=False)["input_ids"]
     assert len(encode(tokenizer, messages, 5)) == 5
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_chunked_next_token_scores_equal_the_full_logits(tiny_llama, chunk):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ayar.eval.memorisation import next_token_scores
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 9, 33, 12, 7, 0, 0], [4, 8, 15, 16, 23, 42, 3]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1] * 7])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        logprobs, greedy = next_token_scores(model, ids, mask, positions_per_chunk=chunk)
+    expected = logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    torch.testing.assert_close(logprobs, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(greedy, logits.argmax(-1) == ids[:, 1:])

@@ -51,6 +51,7 @@ from ayar.data.split import SPLITS, assign_splits, resolve_leakage
 from ayar.errors import AyarError
 from ayar.eval.canary import canary_manifest, card_section, insert_canary, parse_template, plan_insertions
 from ayar.govern.manifest import describe_folder, file_record, utc_now, write_json_atomic
+from ayar.govern.subject import SubjectCollector
 from ayar.ui import console
 
 PREPARE_MANIFEST_VERSION = 1
@@ -109,13 +110,15 @@ def _check_outputs(sources: list[Source], out_dir: Path) -> None:
                             "choose another output_dir")
 
 
-def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progress: bool = True) -> dict[str, Any]:
+def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progress: bool = True,
+            governance=None) -> dict[str, Any]:
     """Run the prepare stage; see the module docstring.
 
     Args:
         section: the recipe's ``prepare`` section.
         base_dir: folder that relative source, tokenizer and output paths are resolved against.
         show_progress: print progress on the console (stderr).
+        governance: the recipe's ``governance`` section (recorded in the audit ledger; None: defaults).
 
     Returns:
         The summary, also written as ``manifest.json``: sources with sha256, counts at every step,
@@ -147,7 +150,11 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
         work.commit()
     finally:
         work.cleanup()
+    summary["subject_index"] = run.subjects.write(out_dir)
     write_json_atomic(out_dir / "manifest.json", summary)  # last: it describes the files above
+    from ayar.govern.record import record_prepare
+
+    record_prepare(summary, governance)
     return summary
 
 
@@ -174,6 +181,7 @@ class _Run:
                                          if (v := getattr(pii, k)) is not None})
         self.workers = section.workers or min(os.cpu_count() or 1, AUTO_WORKERS)
         self.redaction = Redaction(pii, self.workers)
+        self.subjects = SubjectCollector.from_pii(pii)  # keyed identifiers for `ayar audit subject`
         self.table = Table()
         self.tally = PiiTally(section.pii.report_examples if section.pii else 0)
         self.read: Counter[int] = Counter()
@@ -266,6 +274,7 @@ class _Run:
             t = self.table
             t.source.append(s), t.number.append(record.line), t.groups.append(group), t.strata.append(stratum)
             t.pii.append(tuple(f.entity_type for f, _ in found) if found else None)
+            self.subjects.add(original, group, found)
             texts.append(record_text(record))
         self.table.keys.extend(exact_key(text) for text in texts)
         self.table.sigs.extend(signatures(texts, self.section.dedup.num_perm, self.section.dedup.ngram))
@@ -385,6 +394,7 @@ class _Run:
         for i, split in plan.assignment.items():
             self.tally.add_split(split, t.pii[i])
         seconds = time.perf_counter() - self.started
+        self.subjects.finish(plan.assignment, self._where)
         return {
             "ayar_prepare_version": PREPARE_MANIFEST_VERSION,
             "created_at": self.created,

@@ -45,14 +45,14 @@ _REAL_LORA = {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modu
 PROFILES = {
     "gemma": Profile(
         name="gemma", fetch="gemma-3-270m", n_products=500, n_tickets=60, max_length=256,
-        sft={"learning_rate": 4e-4, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05, "eval_every": 40,
+        sft={"learning_rate": 8e-4, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05, "eval_every": 40,
              "log_every": 10, "group_by_length": True},
         lora=_REAL_LORA, style_pairs=240,
         style={"sft": {"learning_rate": 2e-4, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
                        "log_every": 10},
-               "dpo": {"learning_rate": 5e-5, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
+               "dpo": {"learning_rate": 1e-4, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
                        "eval_every": 20, "log_every": 5},
-               "orpo": {"learning_rate": 2e-4, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
+               "orpo": {"learning_rate": 4e-4, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
                         "eval_every": 20, "log_every": 5}},
         eval_batch=40),
     "smollm2": Profile(

@@ -219,6 +219,21 @@ def default_data(recipe) -> Path:
 
 
 def evaluate_run(run_dir: str | Path, section: EvalSection | None = None) -> dict:
+    """Evaluate baseline and tuned model of a finished run; write ``RUN_DIR/eval/`` and record it in the ledger.
+
+    Requests to endpoints on other machines go through the external-call guard
+    (:mod:`ayar.govern.external`). See :func:`_evaluate_run` for the arguments.
+    """
+    from ayar.govern.external import guarded
+    from ayar.govern.record import record_eval
+
+    with guarded(run_dir):
+        result = _evaluate_run(run_dir, section)
+    record_eval(run_dir, result)
+    return result
+
+
+def _evaluate_run(run_dir: str | Path, section: EvalSection | None = None) -> dict:
     """Evaluate baseline and tuned model of a finished run; write ``RUN_DIR/eval/``.
 
     Args:

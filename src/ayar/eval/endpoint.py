@@ -142,6 +142,10 @@ class ChatEndpoint:
     def complete_many(self, conversations: Sequence[Sequence[dict]], **params: Any) -> list[str | EndpointError]:
         """``complete`` for each conversation, ``concurrency`` at a time; a failure is returned in its place."""
 
+        from ayar.govern.external import check_outgoing
+
+        check_outgoing(self.config.base_url, self.config.model, conversations)  # no PII to other machines
+
         def one(messages: Sequence[dict]) -> str | EndpointError:
             try:
                 return self.complete(messages, **params)

@@ -110,14 +110,41 @@ def score_sequences(model, sequences: Sequence[Sequence[int]], *, pad_id: int = 
                 ids[row, : len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
                 mask[row, : len(sequences[i])] = 1
             ids, mask = ids.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (batch, width-1, vocab)
-            targets = ids[:, 1:]  # position t predicts token t + 1
-            logprobs = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (batch, width-1)
-            greedy = logits.argmax(-1) == targets
+            logprobs, greedy = next_token_scores(model, ids, mask)  # (batch, width-1) each
             for row, i in enumerate(chunk):
                 n = max(len(sequences[i]) - 1, 0)
                 out[i] = TokenScores(logprobs[row, :n].cpu(), greedy[row, :n].cpu())
     return out  # type: ignore[return-value]
+
+
+def next_token_scores(model, ids, mask, positions_per_chunk: int = 256):
+    """Log-probability of each next token and whether it is the greedy choice, for every position.
+
+    The vocabulary projection runs over chunks of positions, so memory holds (chunk, vocab) logits at a
+    time, never (batch, width, vocab): with a 262k-token vocabulary (Gemma 3) a batch of 8 x 512 would
+    otherwise need 4 GiB of fp32 logits, twice over for the log-softmax.
+
+    Returns:
+        ``(logprobs, greedy)``, each (batch, width-1): position t scores token t+1.
+    """
+    import torch
+
+    from ayar.train.losses import scale_logits, unwrap
+
+    inner = unwrap(model)
+    backbone = getattr(inner, inner.base_model_prefix)
+    hidden = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
+    targets = ids[:, 1:]  # (batch, width-1)
+    flat_hidden, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    logprobs = torch.empty(flat_targets.shape, dtype=torch.float32, device=ids.device)
+    greedy = torch.empty(flat_targets.shape, dtype=torch.bool, device=ids.device)
+    head = inner.get_output_embeddings()
+    for start in range(0, flat_targets.numel(), positions_per_chunk):
+        part = slice(start, start + positions_per_chunk)
+        logits = scale_logits(inner.config, head(flat_hidden[part]).float())  # (chunk, vocab)
+        logprobs[part] = logits.log_softmax(-1).gather(-1, flat_targets[part, None]).squeeze(-1)
+        greedy[part] = logits.argmax(-1) == flat_targets[part]
+    return logprobs.view(targets.shape), greedy.view(targets.shape)
 
 
 def sentence_losses(model, tokenizer, texts: Sequence[str], *, batch_size: int = 8, max_length: int = 512

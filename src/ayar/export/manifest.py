@@ -80,7 +80,8 @@ def changed_files(folder: str | Path) -> list[str]:
     """
     root = Path(folder)
     listed = json.loads((root / EXPORT_MANIFEST).read_text(encoding="utf-8"))["files"]
-    present = describe_folder(root, exclude=(EXPORT_MANIFEST,))
+    listed.pop("README.md", None)  # the model card: `ayar card` rewrites it after the export
+    present = describe_folder(root, exclude=(EXPORT_MANIFEST, "README.md"))
     return sorted(name for name in set(listed) | set(present) if listed.get(name) != present.get(name))
 
 

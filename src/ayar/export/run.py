@@ -27,6 +27,7 @@ from ayar.export import gguf_export, verify, vllm
 from ayar.export import manifest as export_manifest
 from ayar.export.source import RunSource, read_run
 from ayar.fsutil import fsync_dir
+from ayar.govern import record as governance
 from ayar.govern.manifest import describe_folder, model_fingerprint, sha256_file
 from ayar.ui import console
 
@@ -72,7 +73,7 @@ class _Job:
 def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path | None = None, *,
                dtype: str = "auto", gguf_types: Sequence[str] = ("q4_k_m",), verify: bool = True,
                overwrite: bool = False, max_shard_size: str = "5GB",
-               extra_adapters: Sequence[str | Path] = ()) -> list[ExportResult]:
+               extra_adapters: Sequence[str | Path] = (), no_gate: bool = False) -> list[ExportResult]:
     """Export a finished run in each of ``formats``.
 
     Args:
@@ -87,6 +88,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
         overwrite: replace existing export folders (else they are an error).
         max_shard_size: largest safetensors shard of ``merged``.
         extra_adapters: more LoRA run folders on the same base, served beside this one by ``vllm``.
+        no_gate: export even when the run fails its recipe's release gate (recorded in the audit ledger).
 
     Returns:
         One :class:`ExportResult` per format, in the order written.
@@ -94,8 +96,10 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
     Raises:
         AyarError: a bad request (all problems at once), an unfinished run, an
             unsupported model, or a failed verification (:class:`~ayar.export.verify.VerificationError`).
+        GateError: the run fails its release gate (see :mod:`ayar.govern.gates`) and ``no_gate`` is false.
     """
     source = read_run(run_dir)
+    gate = governance.gate_for_release(source.run_dir, no_gate, "export")  # raises GateError when it fails
     formats = _check_request(source, formats, dtype, gguf_types, verify, extra_adapters)
     from ayar.eval.generate import merged_init_adapter
 
@@ -124,6 +128,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
             "time": record["created_at"], "format": fmt, "path": str((out / fmt).resolve()), "dtype": dtype_written,
             "files": files, "verified": checks is not None,
             "manifest_sha256": sha256_file(out / fmt / export_manifest.EXPORT_MANIFEST)})
+        governance.record_export(source.run_dir, fmt, out / fmt, record, gate)
         results.append(ExportResult(fmt, out / fmt, files, record, how))
         console.print(f"wrote {out / fmt}" + (" (verified)" if checks is not None else " (not verified)"))
     return results

@@ -42,11 +42,13 @@ class AdapterLoad(BaseModel):
     path: str
 
 
-def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None) -> FastAPI:
+def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None, audit=None) -> FastAPI:
     """Build the app; the engine's worker starts with the app and is drained when it stops.
 
     Args:
         api_key: when set, every /v1 and /admin request needs ``Authorization: Bearer <api_key>``.
+        audit: a :class:`ayar.govern.record.ServeAudit`: admin loads pass the release gate and loads and
+            unloads are recorded in the audit ledger (None: neither).
     """
 
     @asynccontextmanager
@@ -55,9 +57,12 @@ def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None) -
         yield
         # uvicorn has stopped accepting connections and waited for open requests; finish the queue.
         await asyncio.to_thread(engine.close)
+        if audit is not None:  # the ledger then knows nothing is served by this process any more
+            await asyncio.to_thread(audit.stopped)
 
     app = FastAPI(title="ayar serve", lifespan=lifespan)
     app.state.host, app.state.engine, app.state.api_key = host, engine, api_key
+    app.state.audit = audit
     app.add_exception_handler(OpenAIError, _openai_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
@@ -140,8 +145,12 @@ async def list_adapters(request: Request) -> dict:
 @protected.post("/admin/adapters", status_code=201)
 async def load_adapter(body: AdapterLoad, request: Request) -> dict:
     host: ModelHost = request.app.state.host
+    audit = request.app.state.audit
+    gate = await run_in_threadpool(_admit, audit, body.path)  # the release gate, before anything is loaded
     # Waits for the request being generated, never for the queue; loading runs off the event loop.
     await run_in_threadpool(_locked, host, host.load_adapter, body.name, body.path)
+    if audit is not None:
+        await run_in_threadpool(audit.loaded, body.name, body.path, gate, host.base_name)
     return {"id": body.name, "object": "model", "path": body.path}
 
 
@@ -149,7 +158,19 @@ async def load_adapter(body: AdapterLoad, request: Request) -> dict:
 async def unload_adapter(name: str, request: Request) -> dict:
     host: ModelHost = request.app.state.host
     await run_in_threadpool(_locked, host, host.unload_adapter, name)
+    if request.app.state.audit is not None:
+        await run_in_threadpool(request.app.state.audit.unloaded, name)
     return {"id": name, "object": "model", "deleted": True}
+
+
+def _admit(audit, path: str):
+    """The release gate's decision for ``path`` (None without an audit); a failing gate is HTTP 403."""
+    from ayar.errors import AyarError
+
+    try:
+        return audit.admit(path) if audit is not None else None
+    except AyarError as exc:
+        raise OpenAIError(403, str(exc), param="path") from None
 
 
 def _locked(host: ModelHost, fn, *args) -> None:

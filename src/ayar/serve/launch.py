@@ -30,6 +30,7 @@ class ServeOptions:
     dtype: str = "auto"
     max_queue: int = 16
     api_key_env: str | None = None
+    no_gate: bool = False  # serve runs that fail their release gate (recorded in the audit ledger)
 
 
 def parse_adapter(spec: str) -> tuple[str, str]:
@@ -89,9 +90,11 @@ def build(options: ServeOptions):
     """Load the model and adapters and return the app, its :class:`ModelHost` and :class:`Engine`.
 
     Raises:
-        AyarError: a bad option, a model or adapter that cannot be loaded, a name used twice.
+        AyarError: a bad option, a model or adapter that cannot be loaded, a name used twice, a run that
+            fails its release gate (without ``no_gate``).
     """
     from ayar.eval.generate import resolve_target
+    from ayar.govern.record import ServeAudit
     from ayar.model.load import DTYPES, bf16_supported, load_model, load_tokenizer
     from ayar.serve.app import create_app
     from ayar.serve.engine import Engine
@@ -111,6 +114,8 @@ def build(options: ServeOptions):
         base_name = served_name(base)
     else:
         base_name = served_name(options.target)
+    audit = ServeAudit(options.no_gate, options.target)
+    gates = {path: audit.admit(path) for path in (base, *(p for _, p in adapters))}  # before loading anything
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES.get(options.dtype) or (torch.bfloat16 if bf16_supported(device) else torch.float32)
     # A run's adapter folder carries the tokenizer (and chat template) it was trained with.
@@ -133,8 +138,11 @@ def build(options: ServeOptions):
             host.add_route(name, arms, seed=options.ab_seed)
     except OpenAIError as exc:
         raise AyarError(exc.message) from None
+    audit.loaded(base_name, base, gates[base])
+    for name, path in adapters:
+        audit.loaded(name, path, gates[path], base=base_name)
     engine = Engine(host, options.max_queue)
-    return create_app(host, engine, api_key=api_key), host, engine
+    return create_app(host, engine, api_key=api_key, audit=audit), host, engine
 
 
 def run(options: ServeOptions, *, bind: str = "127.0.0.1", port: int = 8000) -> None:

@@ -185,6 +185,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     from accelerate import Accelerator
 
     from ayar.govern.manifest import MANIFEST_NAME, build_manifest, utc_now, write_json_atomic
+    from ayar.govern.record import record_interrupted, record_train
     from ayar.model.adapters import attach_adapter, count_parameters
     from ayar.model.load import load_model, load_tokenizer, resolve_dtype
     from ayar.train.tracking import start_tracking
@@ -271,6 +272,8 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
         except OutOfMemory as exc:
             raise _oom_advice(exc, recipe) from None
         if result.stop_reason == "signal":
+            if main:
+                record_interrupted(recipe, result.steps)
             raise Interrupted(f"interrupted at step {result.steps}; checkpoint saved in {out / 'checkpoints'}. "
                               "Resume with `ayar train RECIPE` (or --resume): it continues exactly where it stopped")
         if main:
@@ -287,6 +290,8 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
                 metrics={"final_loss": result.final_loss, "eval_loss": result.eval_loss, "steps": result.steps,
                          "skipped_steps": result.skipped_steps, "best_eval_loss": result.best_eval_loss})
             write_json_atomic(out / MANIFEST_NAME, manifest)
+            record_train(recipe, out, manifest, resumed_from=resume_from and resume_from.name,
+                         manifest_path=out / MANIFEST_NAME)
             tracker.log_artifact(out / "recipe.yaml")
             tracker.log_artifact(out / MANIFEST_NAME)
             console.print(f"done: {result.steps} steps, loss {result.final_loss:.4f}"
