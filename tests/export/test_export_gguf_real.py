@@ -57,6 +57,6 @@ def test_smollm2_exports_through_the_converter(smollm2_path, tmp_path):
 
 def test_gemma3_exports_through_the_converter(gemma_path, tmp_path):
     run = short_run(tmp_path / "gemma", gemma_path, "gemma")
-    result = check_export(run, tmp_path / "out", "gemma3")
+    result = check_export(run, tmp_path / "out", "gemma3_text")
     modelfile = (result.folder / "Modelfile").read_text()
     assert "<start_of_turn>" in modelfile and 'PARAMETER stop "<end_of_turn>"' in modelfile
