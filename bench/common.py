@@ -151,14 +151,20 @@ def build_data(model_path: Path, *, steps: int, batch_size: int, max_length: int
     reads; the TRL run gets the same examples in that order with a sequential sampler, so both
     frameworks train on identical batches.
     """
-    from ayar.chat.tokenize import encode_conversation
+    from ayar.chat.tokenize import ConversationError, encode_conversation
     from ayar.model.load import load_tokenizer
     from ayar.train.batching import micro_batches
 
     tokenizer = load_tokenizer(str(model_path))
     n = steps * batch_size
-    encoded = [encode_conversation(tokenizer, m, max_length=max_length)
-               for m in conversations(n, seed, TextSource(LEXICON_SEED))]
+    encoded = []  # the first n conversations that keep a target within max_length (a real model's
+    for m in conversations(2 * n + 16, seed, TextSource(LEXICON_SEED)):  # tokenizer splits these words finer)
+        try:
+            encoded.append(encode_conversation(tokenizer, m, max_length=max_length))
+        except ConversationError:
+            continue
+        if len(encoded) == n:
+            break
     stream = micro_batches(n, batch_size, seed)
     batches = [next(stream) for _ in range(steps)]
     return BenchData([e.input_ids for e in encoded], [e.labels for e in encoded], batches,
@@ -197,3 +203,43 @@ def precision_for_this_cpu(requested: str) -> str:
         return requested
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     return "bf16" if "amx_bf16" in flags or "avx512_bf16" in flags else "fp32"
+
+
+# ----------------------------------------------------------------------------- real models and MFU
+
+REAL_MODELS = ("gemma-3-270m", "smollm2-135m")  # fetched with `ayar model fetch NAME`
+
+
+def resolve_model(name: str | None, cache_dir: str | None = None) -> Path:
+    """The benchmark's 110M Llama (None or ``llama110m``), a fetched real model by name, or a model folder."""
+    if not name or name == "llama110m":
+        return model_dir(cache_dir)
+    if name in REAL_MODELS:
+        from ayar.paths import models_dir
+
+        path = models_dir() / name
+        if not (path / "config.json").exists():
+            raise SystemExit(f"{path} does not exist: fetch the model first with `ayar model fetch {name}`")
+        return path
+    if not (Path(name) / "config.json").exists():
+        raise SystemExit(f"--model {name}: not one of llama110m, {', '.join(REAL_MODELS)}, nor a model folder")
+    return Path(name)
+
+
+def describe_model(path: Path) -> str:
+    """One line on a model folder's architecture and size."""
+    from flops import Shape
+    from transformers import AutoConfig
+
+    s = Shape.of(AutoConfig.from_pretrained(str(path)))
+    embed = s.vocab * s.hidden
+    return (f"{path.name}: {s.layers} layers, hidden {s.hidden}, {s.heads} heads ({s.kv_heads} KV, head dim "
+            f"{s.head_dim}), MLP {s.intermediate}, vocabulary {s.vocab}; {s.block_params / 1e6:.0f}M block + "
+            f"{embed / 1e6:.0f}M embedding parameters")
+
+
+def model_shape(path: str | Path):
+    from flops import Shape
+    from transformers import AutoConfig
+
+    return Shape.of(AutoConfig.from_pretrained(str(path)))

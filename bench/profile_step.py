@@ -7,6 +7,10 @@ Usage::
 
     python bench/profile_step.py --framework ayar [--batch 3] [--rows 25] [--threads 1] [--weights float32]
     python bench/profile_step.py --framework trl
+    python bench/profile_step.py --model gemma-3-270m --weights bfloat16
+
+The last lines say what share of the step's operator time is matrix products and which
+other operators (casts, copies, element-wise work, the optimizer) take the rest.
 """
 
 from __future__ import annotations
@@ -18,7 +22,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import build_data, model_dir  # noqa: E402
+from common import build_data, resolve_model  # noqa: E402
+
+# Operators that are matrix products (the work MFU counts); everything else is overhead to remove.
+MATRIX_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product",
+              "aten::_flash_attention", "aten::_efficient_attention", "mkldnn", "onednn")
+
+
+def not_matrix_report(prof, rows: int = 15) -> str:
+    """Share of the step's self CPU time in matrix products, and the largest other operators."""
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::") or "mkldnn" in e.key]
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    matrix = [e for e in events if e.key.startswith(MATRIX_OPS)]
+    other = sorted((e for e in events if e not in matrix), key=lambda e: -e.self_cpu_time_total)
+    share = sum(e.self_cpu_time_total for e in matrix) / total
+    lines = [f"matrix products: {share:.1%} of the operators' self CPU time; the rest, largest first:"]
+    for e in other[:rows]:
+        lines.append(f"  {e.key:<40} {e.self_cpu_time_total / 1e3:9.1f} ms  {e.self_cpu_time_total / total:6.1%}"
+                     f"  {e.count:6d} calls")
+    return "\n".join(lines)
 
 
 def ayar_step_fn(path, precision, weights):
@@ -97,10 +119,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--sort", default="self_cpu_time_total")
     parser.add_argument("--trace", default=None, help="write a Chrome trace here")
+    parser.add_argument("--model", default="llama110m", help="llama110m, gemma-3-270m, smollm2-135m or a folder")
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
 
-    path = model_dir()
+    path = resolve_model(opts.model)
     data = build_data(path, steps=opts.batch + 1, batch_size=opts.batch_size, max_length=512, seed=42)
     examples = [EncodedExample(data.input_ids[i], data.labels[i]) for i in data.batches[opts.batch]]
     batch = collate(examples, data.pad_id)
@@ -116,6 +139,7 @@ def main() -> None:
     table = prof.key_averages().table(sort_by=opts.sort, row_limit=opts.rows)
     print(table)
     print(prof.key_averages(group_by_input_shape=True).table(sort_by=opts.sort, row_limit=opts.rows))
+    print(not_matrix_report(prof))
     if opts.trace:
         prof.export_chrome_trace(opts.trace)
 

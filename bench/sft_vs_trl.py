@@ -32,14 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     LORA,
+    REAL_MODELS,
     BenchData,
     build_data,
+    describe_model,
     lora_config,
-    model_dir,
+    model_shape,
     peak_rss_mib,
     precision_for_this_cpu,
+    resolve_model,
     rss_mib,
 )
+from flops import matmul_peak, step_flops  # noqa: E402
 
 # ----------------------------------------------------------------------------- child side
 
@@ -129,14 +133,15 @@ def child(framework: str, spec_path: str) -> None:
     torch.set_num_threads(spec["threads"])
     data = BenchData.load(Path(spec["data"]))
     load0 = os.getloadavg()[0]
+    peak = matmul_peak("cpu")  # this process's thread setting, under the current load
     out = {"ayar": run_ayar, "trl": run_trl}[framework](spec, data)
-    out.update(peak_rss_mib=peak_rss_mib(), load_start=load0, load_end=os.getloadavg()[0])
+    out.update(peak_rss_mib=peak_rss_mib(), load_start=load0, load_end=os.getloadavg()[0], matmul_peak=peak)
     Path(spec["workdir"], f"{framework}.json").write_text(json.dumps(out))
 
 
 # ----------------------------------------------------------------------------- parent side
 
-def summarise(res: dict, data: BenchData, warmup: int) -> dict:
+def summarise(res: dict, data: BenchData, warmup: int, shape) -> dict:
     steps = len(data.batches)
     if len(res["wall"]) != steps:
         raise SystemExit(f"expected {steps} step timings, got {len(res['wall'])}")
@@ -146,7 +151,11 @@ def summarise(res: dict, data: BenchData, warmup: int) -> dict:
     cpu = res["cpu"][-1] - res["cpu"][start]
     counts = {k: sum(data.step_tokens(s)[k] for s in timed) for k in ("targets", "real", "padded")}
     last = res["losses"][-5:]
+    flops = sum(step_flops(shape, [len(data.input_ids[i]) for i in data.batches[s]], data.step_tokens(s)["targets"],
+                           lora_r=LORA["r"]) for s in timed)
     return {
+        "mfu": flops / seconds / res["matmul_peak"], "matmul_gflops": res["matmul_peak"] / 1e9,
+        "model_gflops": flops / seconds / 1e9,
         "target_tps": counts["targets"] / seconds, "real_tps": counts["real"] / seconds,
         "padded_tps": counts["padded"] / seconds, "s_per_step": seconds / len(timed),
         "cpu_s_per_step": cpu / len(timed), "peak_rss": res["peak_rss_mib"],
@@ -163,6 +172,9 @@ def table(a: dict, t: dict) -> str:
         ("tokens/s (incl. padding)", "padded_tps", "{:.1f}", True),
         ("s per step (wall)", "s_per_step", "{:.2f}", False),
         ("CPU s per step (process time)", "cpu_s_per_step", "{:.2f}", False),
+        ("model GFLOP/s (useful FLOPs, bench/flops.py)", "model_gflops", "{:.1f}", True),
+        ("bf16 matmul GFLOP/s measured in the run", "matmul_gflops", "{:.1f}", True),
+        ("MFU (model FLOP/s over that peak)", "mfu", "{:.1%}", True),
         ("peak RSS (MiB)", "peak_rss", "{:.0f}", False),
         ("RSS before first step (MiB)", "rss_before", "{:.0f}", False),
         ("loss at step 1", "first_loss", "{:.4f}", False),
@@ -192,6 +204,9 @@ def main() -> None:
                              "OpenMP thread waits on the scheduler at every parallel op)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--order", choices=["ayar-first", "trl-first"], default="ayar-first")
+    parser.add_argument("--model", default="llama110m",
+                        help=f"llama110m (random, built locally; default), {' or '.join(REAL_MODELS)} (fetched with "
+                        "`ayar model fetch`), or a model folder")
     parser.add_argument("--cache-dir", default=None, help="where the model folder is built (default: $TMPDIR)")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     parser.add_argument("--child", choices=["ayar", "trl"], help=argparse.SUPPRESS)
@@ -205,7 +220,7 @@ def main() -> None:
 
     began = time.perf_counter()
     precision = precision_for_this_cpu(opts.precision)
-    path = model_dir(opts.cache_dir)
+    path = resolve_model(opts.model, opts.cache_dir)
     data = build_data(path, steps=opts.steps, batch_size=opts.batch_size, max_length=opts.max_length,
                       seed=opts.seed)
     workdir = tempfile.mkdtemp(prefix="sft-vs-trl-")
@@ -224,7 +239,7 @@ def main() -> None:
         subprocess.run([sys.executable, __file__, "--child", framework, "--spec", str(Path(workdir, "spec.json"))],
                        check=True, env=env, stdout=sys.stderr)  # keep stdout for the table
         results[framework] = summarise(json.loads(Path(workdir, f"{framework}.json").read_text()), data,
-                                       opts.warmup)
+                                       opts.warmup, model_shape(path))
         print(f"{framework}: {time.perf_counter() - t0:.0f} s in its subprocess", file=sys.stderr)
     shutil.rmtree(workdir, ignore_errors=True)
     a, t = results["ayar"], results["trl"]
@@ -238,8 +253,8 @@ def main() -> None:
     real = [len(x) for x in data.input_ids]
     counts = a["counts"]
     print("\n" + table(a, t) + "\n")
-    print(f"Model: Llama, hidden 768, 12 layers, 12 heads, MLP 2048, vocab 32000, tied embeddings (110M), "
-          f"random weights in {'fp32' if opts.weights == 'float32' else 'bf16'}; LoRA r={LORA['r']} alpha={LORA['alpha']:g} dropout {LORA['dropout']} on all "
+    print(f"Model: {describe_model(path)}, "
+          f"weights in {'fp32' if opts.weights == 'float32' else 'bf16'}; LoRA r={LORA['r']} alpha={LORA['alpha']:g} dropout {LORA['dropout']} on all "
           f"linear layers; {precision} {'autocast' if precision == 'bf16' else ''}; micro-batch {opts.batch_size}, "
           f"max length {opts.max_length}, lr {opts.lr:g} cosine, {opts.steps} steps ({opts.warmup} warm-up steps "
           f"untimed), identical batches in identical order, right padding to the longest in the batch, no packing.")
@@ -251,6 +266,9 @@ def main() -> None:
           f"{torch.__version__} ({opts.threads} thread{'s' if opts.threads > 1 else ''} per run), transformers {transformers.__version__}, "
           f"trl {trl.__version__}; load average 1 min at start/end: ayar {a['load'][0]:.2f}/{a['load'][1]:.2f}, "
           f"TRL {t['load'][0]:.2f}/{t['load'][1]:.2f}.")
+    speed, memory = a["real_tps"] / t["real_tps"], a["peak_rss"] / t["peak_rss"]
+    print(f"Target (issue 18, Gemma 3 270M LoRA SFT: >= 1.5x TRL's tokens/s at <= 0.6x its peak RSS): "
+          f"{speed:.2f}x at {memory:.2f}x, {'met' if speed >= 1.5 and memory <= 0.6 else 'not met'}.")
     print(f"Command: python bench/sft_vs_trl.py {shlex.join(sys.argv[1:])}".rstrip())
     print(f"Total time: {time.perf_counter() - began:.0f} s")
 

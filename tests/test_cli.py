@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from ayar.cli import app
@@ -22,6 +23,7 @@ def test_init_then_check(tmp_path):
     assert isinstance(again.exception, AyarError) and "already exists" in str(again.exception)
 
 
+@pytest.mark.slow
 def test_data_redact_masks_and_reports(tmp_path):
     src, dst, report = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "report.json"
     record = {"messages": [{"role": "user", "content": "Ben Ayşe Yılmaz, T.C. kimlik no 10000000146, "

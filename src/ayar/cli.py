@@ -65,10 +65,10 @@ def init(
 
 @app.command()
 def check(recipe: Path, set_: SetOption = None) -> None:
-    """Validate a recipe without running anything."""
+    """Validate a recipe without running anything: every problem known before weights load, at once."""
     from ayar.recipe import load_recipe
 
-    loaded = load_recipe(recipe, set_ or [])
+    loaded = load_recipe(recipe, set_ or [], check_files=True)
     console.print(f"{recipe}: ok ({loaded.method}, {loaded.adapter.type}, model {loaded.model.path})")
 
 
@@ -110,7 +110,7 @@ def generate(
 ) -> None:
     """Answer one or more prompts with a model, stopping at the end of the turn."""
     from ayar.eval.generate import generate as run_generate
-    from ayar.eval.generate import load_for_inference
+    from ayar.model.run_folder import load_for_inference
 
     _quiet_libraries()
     model, tokenizer = load_for_inference(target)
@@ -131,7 +131,7 @@ def chat(
 ) -> None:
     """Chat with a model in the terminal (empty line or Ctrl-D to quit)."""
     from ayar.eval.generate import generate as run_generate
-    from ayar.eval.generate import load_for_inference
+    from ayar.model.run_folder import load_for_inference
 
     _quiet_libraries()
     model, tokenizer = load_for_inference(target)
@@ -229,7 +229,7 @@ def prepare(recipe: Path, set_: SetOption = None) -> None:
 def data_inspect(
     file: Annotated[Path, typer.Argument(help="A .jsonl, .json, .csv, .tsv or .parquet file, or a datasets "
                                               "save_to_disk folder.")],
-    tokenizer: Annotated[str | None, typer.Option(help="Local tokenizer or model folder: lengths in tokens.")
+    tokenizer: Annotated[str | None, typer.Option(help="Local tokenizer or model folder: lengths in tokens, tokens per word and fragmented words.")
                          ] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, messages, sharegpt, alpaca, prompt_completion, "
                                                       "preference, kto or text.")] = "auto",
@@ -400,6 +400,46 @@ def serve(
     options = ServeOptions(target=target, adapters=adapter or [], ab=ab or [], ab_seed=ab_seed, ab_log=ab_log,
                            dtype=dtype, max_queue=max_queue, api_key_env=api_key_env, no_gate=no_gate)
     run(options, bind=host, port=port)
+
+
+# --- tokenizer commands (issue 19) ---
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Measure tokenizers on your text; extend a model's vocabulary.")
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("report")
+def tokenizer_report(
+    tokenizer: Annotated[list[str], typer.Option(help="Tokenizer or model folder (repeatable).")],
+    data: Annotated[Path, typer.Option(help="Text to measure on: .txt, or any data file `prepare` reads.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Tokens per word, characters per token, fragmented words and relative cost of each tokenizer."""
+    import json
+
+    from ayar.tokenizer.report import render, report
+
+    _quiet_libraries()
+    rep = report(tokenizer, data)
+    print(json.dumps(rep, ensure_ascii=False, indent=2) if as_json else render(rep))
+
+
+@tokenizer_app.command("extend")
+def tokenizer_extend(
+    base_model: Annotated[str, typer.Argument(help="The model folder to extend.")],
+    data: Annotated[Path, typer.Option(help="Corpus to learn the new tokens from.")],
+    add: Annotated[int, typer.Option(min=1, help="How many tokens to add at most.")],
+    out: Annotated[Path, typer.Option(help="Folder for the extended model and tokenizer.")],
+    heldout: Annotated[Path | None, typer.Option(help="Text for the before/after figures (default: every 10th "
+                                                       "corpus text, not learned from).")] = None,
+    min_frequency: Annotated[int, typer.Option(min=1, help="Never merge a pair seen fewer times.")] = 2,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty --out folder.")] = False,
+) -> None:
+    """Add new tokens learned from a corpus; old ids and the tokenisation of other text stay as they were."""
+    from ayar.tokenizer.extend import extend, render
+
+    _quiet_libraries()
+    summary = extend(base_model, data, add, out, heldout=heldout, min_frequency=min_frequency, force=force)
+    console.print(render(summary, out), markup=False)
 
 
 # --- governance commands (issue 15) ---

@@ -18,13 +18,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ayar.data.prepare_config import PrepareSection
 from ayar.errors import RecipeError
 from ayar.eval.config import EvalSection
 from ayar.govern.config import GateSection, GovernanceSection
 from ayar.section import Section
+
+# The training methods (ayar.train.methods implements each; a test keeps the two in step) and those that
+# need a reference model. Kept here as data so that loading a recipe imports no training code.
+METHOD_NAMES = ("pretrain", "sft", "dpo", "orpo", "cpo", "simpo", "kto")
+REFERENCE_METHODS = ("dpo", "kto")
 
 
 class ModelSection(Section):
@@ -87,6 +92,18 @@ class AdapterSection(Section):
     target_modules: Literal["all-linear"] | list[str] = Field(
         "all-linear", description="Layers that get adapters: all-linear, or a list such as [q_proj, v_proj]."
     )
+    train_embeddings: Literal["none", "new", "all"] = Field(
+        "none",
+        description="Also train embedding rows, saved with the adapter: new: only the tokens `ayar tokenizer "
+        "extend` added to model.path; all: every row. Input and output rows both (one matrix when tied).",
+    )
+
+    @model_validator(mode="after")
+    def _embeddings_need_adapter(self) -> AdapterSection:
+        if self.train_embeddings != "none" and self.type == "full":
+            raise ValueError("adapter.train_embeddings is for lora and dora; full fine-tuning trains every "
+                             "embedding already")
+        return self
 
 
 class PreferenceSection(Section):
@@ -186,6 +203,10 @@ class TrainSection(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about 30% more compute."
     )
+    loss_chunk_size: int | None = Field(
+        None, gt=0, description="Target positions the output head scores at a time (forward and backward); its "
+        "memory is one chunk of positions x vocabulary. null: about 8M logits on a CPU (262 positions of a 32k "
+        "vocabulary), 32M on a GPU.")
     save_every: int | None = Field(
         500, gt=0, description="Write a checkpoint every N steps (also at the end and at each new best eval loss)."
     )
@@ -246,38 +267,63 @@ class Recipe(Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        from ayar.train.methods import METHODS
-
-        if v not in METHODS:
-            raise ValueError(f"unknown method {v!r}{_did_you_mean(v, METHODS)}; available: {', '.join(METHODS)}")
+        if v not in METHOD_NAMES:
+            raise ValueError(f"unknown method {v!r}{_did_you_mean(v, METHOD_NAMES)}; available: "
+                             f"{', '.join(METHOD_NAMES)}")
         return v
 
     @model_validator(mode="after")
-    def _quantized_needs_adapter(self) -> Recipe:
-        if self.model.quantization != "none" and self.adapter.type == "full":
-            raise ValueError("model.quantization needs adapter.type lora or dora: quantised weights cannot be "
-                             "fully fine-tuned")
+    def _no_conflicts(self, info: ValidationInfo) -> Recipe:
+        """Cross-field rules. :func:`validate_recipe` collects them (each with its line) through the
+        validation context; a recipe built directly gets them all in one error."""
+        found = self.conflicts()
+        collect = (info.context or {}).get("conflicts") if info is not None else None
+        if collect is not None:
+            collect.extend(found)
+        elif found:
+            raise ValueError("; ".join(message for _, message in found))
         return self
 
-    @model_validator(mode="after")
-    def _method_sections(self) -> Recipe:
+    def conflicts(self) -> list[tuple[tuple[str, ...], str]]:
+        """Every pair of settings that cannot go together, as (the key to point at, the message).
+
+        These are all known from the recipe alone, so ``ayar check`` reports them before any
+        weights load; :func:`file_problems` adds what needs the files the recipe names.
+        """
+        m, p, found = self.model, self.preference, []
+        continuing = bool(m.init_adapter) and m.init_adapter_mode == "continue"
+        full = self.adapter.type == "full"
+        if m.quantization != "none" and full:
+            found.append((("model", "quantization"), "model.quantization needs adapter.type lora or dora: quantised "
+                          "weights cannot be fully fine-tuned"))
         for name in METHOD_SECTIONS:
             if getattr(self, name) is not None and name != self.method:
-                raise ValueError(f"section `{name}` is set but method is {self.method!r}; remove it or set "
-                                 f"method: {name}")
-        if self.model.init_adapter and self.adapter.type == "full" and self.model.init_adapter_mode == "continue":
-            raise ValueError("model.init_adapter_mode continue needs an adapter (adapter.type lora or dora); use "
-                             "merge for full fine-tuning")
-        if self.model.init_adapter_mode == "continue" and self.model.init_adapter and \
-                self.preference.reference == "adapter_disabled":
-            raise ValueError("preference.reference adapter_disabled would make the base (not the init_adapter "
-                             "model) the reference when continuing an adapter; use precompute, or "
-                             "model.init_adapter_mode merge")
+                found.append(((name,), f"section `{name}` is set but method is {self.method!r}; remove it or set "
+                              f"method: {name}"))
+        if continuing and full:
+            found.append((("model", "init_adapter_mode"), "model.init_adapter_mode continue needs an adapter "
+                          "(adapter.type lora or dora); use merge for full fine-tuning"))
+        if m.init_adapter and m.init_adapter_mode == "merge" and m.quantization != "none":  # merge: the default
+            found.append((("model", "init_adapter"), "model.init_adapter_mode merge cannot merge into a "
+                          "quantised base; use init_adapter_mode: continue (with preference.reference: precompute) "
+                          "or no quantization"))
+        if continuing and p.reference == "adapter_disabled":
+            found.append((("preference", "reference"), "preference.reference adapter_disabled would make the base "
+                          "(not the init_adapter model) the reference when continuing an adapter; use precompute, "
+                          "or model.init_adapter_mode merge"))
+        if self.method in REFERENCE_METHODS and full and p.reference == "adapter_disabled":
+            found.append((("preference", "reference"), "preference.reference adapter_disabled needs an adapter; with "
+                          "adapter.type full use copy or precompute"))
         if self.dpo is not None and self.dpo.label_smoothing and self.dpo.loss in ("hinge", "ipo"):
-            raise ValueError(f"dpo.label_smoothing applies to the sigmoid and robust losses, not {self.dpo.loss}")
-        if self.preference.reference_quantization != "none" and self.preference.reference != "copy":
-            raise ValueError("preference.reference_quantization applies to reference: copy only")
-        return self
+            found.append((("dpo", "label_smoothing"), f"dpo.label_smoothing applies to the sigmoid and robust "
+                          f"losses, not {self.dpo.loss}"))
+        if p.reference_quantization != "none" and p.reference != "copy":
+            found.append((("preference", "reference_quantization"), "preference.reference_quantization applies to "
+                          "reference: copy only"))
+        if p.reference_quantization != "none" and m.init_adapter:
+            found.append((("preference", "reference_quantization"), "preference.reference_quantization loads the "
+                          "reference from model.path and cannot include model.init_adapter; use precompute instead"))
+        return found
 
     def method_config(self) -> Section | None:
         """The settings section of a preference method (its defaults when the recipe has none)."""
@@ -292,13 +338,16 @@ class Recipe(Section):
 # ----------------------------------------------------------------------------- loading
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+                check_files: bool = False) -> Recipe:
     """Read, override and validate a recipe file.
 
     Args:
         path: the YAML file.
         overrides: ``dotted.key=value`` strings applied before validation; values
             are parsed as YAML (``1e-4`` becomes a number, ``[a, b]`` a list).
+        check_files: also check the files the recipe names that decide whether it can run
+            (:func:`file_problems`), as ``ayar check`` does.
 
     Returns:
         The validated recipe, with relative paths resolved against the file's folder.
@@ -322,15 +371,15 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(raw, dict):
         raise RecipeError(str(path), ["the top level must be a mapping of sections (model:, data:, ...)"])
     apply_overrides(raw, overrides, str(path))
-    return validate_recipe(raw, source=str(path), lines=lines, base_dir=path.parent)
+    return validate_recipe(raw, source=str(path), lines=lines, base_dir=path.parent, check_files=check_files)
 
 
-def validate_recipe(
-    raw: dict[str, Any], *, source: str = "<recipe>", lines: dict[tuple, int] | None = None, base_dir: Path | None = None
-) -> Recipe:
+def validate_recipe(raw: dict[str, Any], *, source: str = "<recipe>", lines: dict[tuple, int] | None = None,
+                    base_dir: Path | None = None, check_files: bool = False) -> Recipe:
     """Validate a recipe held as a dict; see :func:`load_recipe`."""
+    conflicts: list[tuple[tuple[str, ...], str]] = []
     try:
-        recipe = Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw, context={"conflicts": conflicts})
     except ValidationError as exc:
         raise RecipeError(source, [_describe(err, lines or {}) for err in exc.errors()]) from None
     if recipe.gate is not None:  # conditions the eval settings can never satisfy
@@ -342,7 +391,59 @@ def validate_recipe(
                                                  lines or {}) for i, text in problems])
     if base_dir is not None:
         recipe = _resolve_paths(recipe, base_dir)
+    if check_files:
+        conflicts += file_problems(recipe)
+    if conflicts:
+        raise RecipeError(source, [_with_line(message, loc, lines or {}) for loc, message in conflicts])
     return recipe
+
+
+def check_recipe_files(recipe: Recipe, source: str = "<recipe>") -> None:
+    """Raise the :func:`file_problems` of ``recipe``, all at once.
+
+    Raises:
+        RecipeError: one line per problem.
+    """
+    problems = file_problems(recipe)
+    if problems:
+        raise RecipeError(source, [message for _, message in problems])
+
+
+def file_problems(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
+    """What the files a (path-resolved) recipe names rule out, known before any weights load.
+
+    ``model.init_adapter`` must be a PEFT adapter folder or a finished run folder with
+    ``adapter/``, and that run must not itself have started from another adapter (its
+    adapter only reproduces it on top of that one); a ``model.chat_template`` ending in
+    ``.jinja`` must exist. Data files are not checked: ``ayar prepare`` may not have written
+    them yet.
+
+    Returns:
+        (the key to point at, the message) per problem.
+    """
+    m, found = recipe.model, []
+    if m.chat_template and m.chat_template.endswith(".jinja") and not Path(m.chat_template).is_file():
+        found.append((("model", "chat_template"), f"model.chat_template: {m.chat_template} does not exist"))
+    if m.init_adapter:
+        folder = Path(m.init_adapter)
+        adapter = folder if (folder / "adapter_config.json").is_file() else folder / "adapter"
+        run_recipe = adapter.parent / "recipe.yaml"
+        if not (adapter / "adapter_config.json").is_file():
+            found.append((("model", "init_adapter"), f"model.init_adapter: {m.init_adapter} is neither a PEFT "
+                          "adapter folder nor a run folder with adapter/ (did that run finish? full fine-tunes are "
+                          "used as model.path instead)"))
+        elif adapter.name == "adapter" and run_recipe.is_file():
+            try:
+                earlier = load_recipe(run_recipe).model.init_adapter
+            except RecipeError as exc:
+                earlier = None
+                found.append((("model", "init_adapter"), f"model.init_adapter: that run's recipe does not load: "
+                              f"{exc}"))
+            if earlier:
+                found.append((("model", "init_adapter"), f"model.init_adapter: {m.init_adapter} itself started "
+                              "from another adapter; chains of init adapters are not supported. Export that run "
+                              "with `ayar export RUN --format merged` and use the merged folder as model.path"))
+    return found
 
 
 def apply_overrides(raw: dict[str, Any], overrides, source: str, prefix: str = "") -> None:
@@ -410,8 +511,11 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
 
 
 def _describe(err: dict[str, Any], lines: dict[tuple, int]) -> str:
-    text = _explain(err)
-    line = _line_of(tuple(str(p) for p in err["loc"]), lines)
+    return _with_line(_explain(err), tuple(str(p) for p in err["loc"]), lines)
+
+
+def _with_line(text: str, loc: tuple[str, ...], lines: dict[tuple, int]) -> str:
+    line = _line_of(loc, lines)
     return f"{text} (line {line})" if line else text
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ayar.demo import style
+from ayar.demo.profiles import PROFILES
 from ayar.demo.support import formality
 from ayar.recipe import validate_recipe
 
@@ -27,10 +30,14 @@ def test_style_data_mixes_registers_for_sft_and_keeps_pairs_apart(tmp_path):
     assert [r["messages"][0]["content"] for r in sft] == [p["prompt"] for p in pairs_train]
 
 
-def test_style_recipes_validate_and_chain_dpo_after_sft():
-    sft = validate_recipe(style.sft_recipe())
-    dpo = validate_recipe(style.dpo_recipe())
-    orpo = validate_recipe(style.orpo_recipe())
+@pytest.mark.parametrize("base", sorted(PROFILES))
+def test_style_recipes_validate_and_chain_dpo_after_sft(base):
+    profile = PROFILES[base]
+    sft = validate_recipe(style.sft_recipe("../models/base", profile))
+    dpo = validate_recipe(style.dpo_recipe("../models/base", profile))
+    orpo = validate_recipe(style.orpo_recipe("../models/base", profile))
+    assert sft.model.path == dpo.model.path == orpo.model.path == "../models/base"
+    assert sft.adapter.type == "lora" and dpo.train.learning_rate < sft.train.learning_rate
     assert sft.method == "sft" and orpo.method == "orpo" and orpo.model.init_adapter is None
     assert dpo.method == "dpo" and dpo.model.init_adapter == "../runs/support-sft"
     assert dpo.preference.reference == "precompute" and dpo.data.val is not None

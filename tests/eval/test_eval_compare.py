@@ -38,6 +38,7 @@ def run_dir(tmp_path_factory, tiny_llama):
     return root / "run"
 
 
+@pytest.mark.slow
 def test_ayar_eval_writes_comparison_and_examples(run_dir):
     args = ["eval", str(run_dir), "--set", "n=5", "--set", "generation.max_new_tokens=6", "--set", "dtype=fp32",
             "--set", "eval.metrics=[exact_match, chrf, rouge_l, perplexity, json]", "--set", "few_shot=2",
@@ -55,7 +56,8 @@ def test_ayar_eval_writes_comparison_and_examples(run_dir):
     assert len(generation["few_shot_ids"]) == 2 and all(i.startswith("train.jsonl:") for i in generation["few_shot_ids"])
     names = [row["name"] for row in comparison["metrics"]]
     assert names == ["exact_match", "chrf", "rouge_l", "perplexity", "json_parse_rate", "field_accuracy[renk]",
-                     "field_accuracy[tür]"]
+                     "field_accuracy[tür]", "json_parse_rate_lenient", "field_accuracy_lenient[renk]",
+                     "field_accuracy_lenient[tür]"]
     for row in comparison["metrics"]:
         assert set(row) == {"name", "description", "higher_is_better", "base", "tuned", "diff", "ci95"}
         assert row["diff"] == pytest.approx(row["tuned"] - row["base"])
@@ -78,6 +80,7 @@ def test_ayar_eval_writes_comparison_and_examples(run_dir):
     assert "tuned - base" in result.output
 
 
+@pytest.mark.slow
 def test_ayar_eval_reports_bad_settings_without_a_traceback(run_dir, tmp_path):
     result = runner.invoke(app, ["eval", str(run_dir), "--set", "metrics=[blue]", "--set", "nn=3"])
     assert result.exit_code != 0

@@ -75,14 +75,20 @@ def test_merged_export_equals_base_plus_adapter(real_lora_run, tmp_path):
     from ayar.export.run import export_run
 
     run, _ = real_lora_run
-    (result,) = export_run(run, ["merged"], tmp_path / "exports", verify=True)
+    # merged in fp32 and kept in fp32: equal to base + adapter up to float rounding. (Saved in the base's
+    # bf16, the merged weights are rounded to 8 bits of mantissa: about 1% of the logit range.)
+    (result,) = export_run(run, ["merged"], tmp_path / "exports", dtype="fp32", verify=True)
     merged = AutoModelForCausalLM.from_pretrained(result.folder, dtype=torch.float32).eval()
     model, tokenizer = load_for_inference(str(run), dtype="fp32")
     ids = tokenizer.apply_chat_template(colour_conversations(2, seed=3)[0]["messages"], tokenize=True,
                                         return_tensors="pt")["input_ids"]
     with torch.no_grad():
         a, b = model(input_ids=ids).logits, merged(input_ids=ids).logits
-    assert (a - b).abs().max() <= 1e-3 * (a.max() - a.min())  # merged in fp32, saved in the base's dtype
+        model.disable_adapter_layers()
+        off = model(input_ids=ids).logits
+    span = a.max() - a.min()
+    assert (a - b).abs().max() <= 1e-4 * span
+    assert (a - off).abs().max() > 1e-2 * span  # the adapter matters, so the parity above can fail
     assert json.loads((result.folder / "export_manifest.json").read_text())["verification"]
 
 

@@ -22,7 +22,9 @@ def test_serve_answers_the_openai_client_like_offline_generation(real_lora_run):
     options = ServeOptions(target=str(run), api_key_env="AYAR_TEST_REAL_SERVE_KEY")
     with pytest.MonkeyPatch.context() as env, running_server(options, api_key="sk-real", env=env) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-real", max_retries=0, timeout=120)
-        name = client.models.list().data[0].id
+        names = [m.id for m in client.models.list().data]
+        name = run.name  # the run's adapter is served under the run folder's name, beside the base
+        assert name in names and len(names) == 2
         reply = client.chat.completions.create(model=name, messages=messages, temperature=0, max_tokens=32)
     choice = reply.choices[0]
     assert choice.message.content == offline and choice.finish_reason == "stop"

@@ -30,6 +30,7 @@ def losses(path) -> list[float]:
     return [json.loads(line)["loss"] for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path, tiny_llama):
     write_jsonl(tmp_path / "train.jsonl", colour_conversations(48, seed=4))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

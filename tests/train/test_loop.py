@@ -27,6 +27,7 @@ def varied_examples(n: int, vocab: int, seed: int = 0) -> list[EncodedExample]:
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
+@pytest.mark.slow
 def test_target_loss_equals_transformers_loss(fixture, request):
     model = AutoModelForCausalLM.from_pretrained(request.getfixturevalue(fixture), dtype=torch.float32)
     examples = varied_examples(6, model.config.vocab_size)
@@ -68,6 +69,7 @@ def _train(model_dir, examples, micro: int, accum: int, steps: int = 3):
     return result, weights
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_one_big_batch(tiny_llama):
     """8 micro-batches of 1 with accumulation == 1 batch of 8, with sequences of different lengths."""
     examples = varied_examples(8, 384, seed=2)

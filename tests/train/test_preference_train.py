@@ -144,6 +144,7 @@ def test_precomputed_reference_equals_on_the_fly(support):
         torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_precomputed_run_equals_on_the_fly_run_and_reuses_its_cache(support, tmp_path):
     root, model_path, _ = support
     cache = {"reference": "precompute", "cache_dir": str(tmp_path / "cache")}
@@ -209,6 +210,7 @@ def _heldout_accuracy(run_dir) -> tuple[float, float]:
     ("orpo", {}, 0.8, 0.005),
     ("simpo", {}, 0.9, 0.05),
 ])
+@pytest.mark.slow
 def test_training_raises_heldout_reward_accuracy(support, method, sections, minimum, margin_rise):
     """50 steps on the demo's formal (chosen) / informal (rejected) pairs; held-out pairs are evaluated
     before (step 0, through the same evaluation) and after."""
@@ -233,6 +235,7 @@ def test_training_raises_heldout_reward_accuracy(support, method, sections, mini
     assert summary["method"] == method and summary["data"]["examples"] == 240
 
 
+@pytest.mark.slow
 def test_bad_pairs_are_dropped_and_reported_or_stop_the_run(support, tmp_path):
     root, model_path, tokenizer = support
     good = SPLITS["train"][:6]
@@ -265,6 +268,7 @@ def test_bad_pairs_are_dropped_and_reported_or_stop_the_run(support, tmp_path):
     assert "bad_pairs: drop" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_dpo_starts_from_an_sft_run(support, tmp_path):
     """Chaining: SFT, then DPO from its adapter, merged or continued. At the first step the policy equals
     the reference (the SFT model), so the loss is log 2 — it would not be if the reference were the
@@ -301,6 +305,7 @@ def test_dpo_starts_from_an_sft_run(support, tmp_path):
                 preference={"reference": "adapter_disabled"})
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_dpo_copy_reference_equals_precomputed(support, tmp_path):
     """Full fine-tuning: a frozen copy as reference (auto), or the model's step-0 log-probs precomputed."""
     from ayar.train.run import train_from_recipe
@@ -318,6 +323,7 @@ def test_full_fine_tuning_dpo_copy_reference_equals_precomputed(support, tmp_pat
     assert histories["copy"][-1]["loss"] < histories["copy"][0]["loss"]
 
 
+@pytest.mark.slow
 def test_ayar_eval_on_heldout_pairs_reports_the_training_reward_accuracy(support, tmp_path):
     """`ayar eval RUN --data pairs.jsonl` scores held-out pairs with the run's own objective: the same
     reward accuracy and margin the training loop logged on the same pairs at its last evaluation."""

@@ -41,6 +41,7 @@ def make_recipe(tmp_path, model_dir, tracking: str = "none", **train) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_sft_through_cli_loss_falls_and_model_answers(tmp_path, tiny_for_lora):
     recipe = make_recipe(tmp_path, tiny_for_lora, tracking="mlflow")
     result = runner.invoke(app, ["train", recipe])
@@ -147,6 +148,7 @@ def run_cli(*args, cwd=None):
     ],
     ids=["missing-file", "not-json", "no-assistant"],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_clear_line(tmp_path, tiny_llama, lines, expected):
     if lines is not None:
         (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")

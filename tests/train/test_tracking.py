@@ -45,6 +45,7 @@ def test_flatten_params():
 
 
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # mlflow on SQLAlchemy 2.1
+@pytest.mark.slow
 def test_mlflow_runs_one_after_another_are_readable_from_their_run_folders(tmp_path, offline):
     pytest.importorskip("sqlalchemy")
     mlflow = pytest.importorskip("mlflow")

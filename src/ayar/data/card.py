@@ -319,4 +319,10 @@ def render_inspection(report: dict[str, Any]) -> str:
                  "some): " + (", ".join(f"{k} {v}" for k, v in pii["by_entity"].items()) or "none found"))
     dup = report["duplicates"]
     lines.append(f"duplicates: {dup['exact']} exact, {dup['near']} near ({100 * dup['rate']:.1f}% of valid records)")
+    if "tokenizer" in report:
+        t = report["tokenizer"]
+        lines.append(f"tokenizer: {t['fertility']:.2f} tokens per word, {t['chars_per_token']:.2f} characters per "
+                     f"token, {100 * t['split_3plus']:.1f}% of words in 3+ pieces, {100 * t['byte_fallback_rate']:.2f}% "
+                     "byte/unknown tokens; most fragmented frequent words:")
+        lines += [f"  {w['word']} ({w['count']}x): {' | '.join(w['pieces'])}" for w in t["fragmented"]]
     return "\n".join(lines)

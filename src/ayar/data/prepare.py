@@ -2,7 +2,7 @@
 
     read -> detect format -> convert and validate -> clean -> length filter -> redact PII
          -> exact and near dedup -> sample -> split -> leakage check -> write
-         (-> canaries: fake secrets planted in train records, see ayar.eval.canary)
+         (-> canaries: fake secrets planted in train records, see ayar.data.canary)
 
 Records stream through the first half in batches: each redacted record goes to a
 hidden work file in the output folder, and only its duplicate keys, MinHash
@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from ayar.data.canary import canary_manifest, card_section, insert_canary, parse_template, plan_insertions
 from ayar.data.card import PiiTally, Rejects, dedup_report, leakage_report, render_card, split_report, stats
 from ayar.data.clean import LengthFilter, clean_record, empty_turn, token_counter
 from ayar.data.dedup import deduplicate, duplicate_pairs, exact_key, signatures
@@ -42,77 +42,33 @@ from ayar.data.formats import (
     apply_columns,
     convert,
     record_text,
+    record_texts,
     to_json,
 )
 from ayar.data.prepare_config import PrepareSection, SourceConfig
 from ayar.data.readers import Source, common_kind, iter_records, open_source, resolve_path
 from ayar.data.redaction import Redaction
 from ayar.data.split import SPLITS, assign_splits, resolve_leakage
+from ayar.data.workspace import OUTPUTS, Table, Workspace, check_outputs
 from ayar.errors import AyarError
-from ayar.eval.canary import canary_manifest, card_section, insert_canary, parse_template, plan_insertions
 from ayar.govern.manifest import describe_folder, file_record, utc_now, write_json_atomic
 from ayar.govern.subject import SubjectCollector
 from ayar.ui import console
 
 PREPARE_MANIFEST_VERSION = 1
-OUTPUTS = ("train.jsonl", "val.jsonl", "test.jsonl", "rejects.jsonl")
 MAX_LISTED_ERRORS = 20
+MAX_TOKENIZER_TEXTS = 20_000  # texts measured by `data inspect --tokenizer`
 AUTO_WORKERS = 8  # most redaction processes `workers: 0` starts (each holds ~400 MiB)
-
-
-@dataclass
-class Table:
-    """What stays in memory per record that reached the work file (index = line of the work file)."""
-
-    source: list[int] = field(default_factory=list)
-    number: list[int] = field(default_factory=list)
-    keys: list[bytes] = field(default_factory=list)
-    sigs: list[Any] = field(default_factory=list)
-    groups: list[str | None] = field(default_factory=list)
-    strata: list[str | None] = field(default_factory=list)
-    pii: list[tuple[str, ...] | None] = field(default_factory=list)  # entity type of each value redacted
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-
-class Workspace:
-    """Hidden temporary files in the output folder, moved into place only by :meth:`commit`."""
-
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
-        tag = f"{os.getpid()}.{secrets.token_hex(4)}"
-        self.paths = {name: out_dir / f".{name}.{tag}.tmp" for name in (*OUTPUTS, "data_card.md", "work.jsonl")}
-        self.files = {name: open(path, "x", encoding="utf-8", newline="\n") for name, path in self.paths.items()}
-
-    def close(self, name: str) -> dict[str, Any]:
-        """Flush and close one file; returns its sha256 and size."""
-        self.files[name].flush()
-        os.fsync(self.files[name].fileno())
-        self.files[name].close()
-        return file_record(self.paths[name])
-
-    def commit(self) -> None:
-        for name in (*OUTPUTS, "data_card.md"):
-            os.replace(self.paths[name], self.out_dir / name)
-
-    def cleanup(self) -> None:
-        for name, fh in self.files.items():
-            fh.close()
-            self.paths[name].unlink(missing_ok=True)
-
-
-def _check_outputs(sources: list[Source], out_dir: Path) -> None:
-    targets = {(out_dir / name).resolve() for name in (*OUTPUTS, "manifest.json", "data_card.md")}
-    for source in sources:
-        if source.path.resolve() in targets or out_dir.resolve() == source.path.resolve():
-            raise AyarError(f"prepare.output_dir: writing to {out_dir} would overwrite the source {source.path}; "
-                            "choose another output_dir")
 
 
 def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progress: bool = True,
             governance=None) -> dict[str, Any]:
     """Run the prepare stage; see the module docstring.
+
+    The stage functions below run in order, each returning its result and its counts
+    (the ``steps`` of the manifest): :func:`ingest` (read to redact, into the work file),
+    :func:`plan_splits` (dedup, sample, split, leakage), :func:`plan_canaries`,
+    :func:`write_splits`, then :func:`summarise`.
 
     Args:
         section: the recipe's ``prepare`` section.
@@ -131,16 +87,30 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
     base_dir = Path(base_dir)
     out_dir = resolve_path(section.output_dir, base_dir)
     sources = [open_source(s, base_dir) for s in section.sources]
-    _check_outputs(sources, out_dir)
+    check_outputs(sources, out_dir)
     kind = common_kind(sources)
     if section.canaries is not None and kind == "kto":
         raise AyarError("prepare.canaries: KTO records cannot carry canaries (their label decides whether the "
                         "model learns a reply or unlearns it); remove `canaries` or use preference pairs")
-    run = _Run(section, base_dir, sources, kind, show_progress)
+    run = Run(section, sources, kind, section.workers or min(os.cpu_count() or 1, AUTO_WORKERS), show_progress)
+    length = LengthFilter(section.length, base_dir)
+    pii = _resolved_pii(section, base_dir)
+    redaction = Redaction(pii, run.workers)  # checks the secret before any reading
+    subjects = SubjectCollector.from_pii(pii)  # keyed identifiers for `ayar audit subject`
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Workspace(out_dir)
     try:
-        summary = run.execute(work)
+        rejects = Rejects(work.files["rejects.jsonl"], sources)
+        try:
+            ingested = ingest(run, length, redaction, subjects, rejects, work.files["work.jsonl"])
+        finally:
+            redaction.close()
+        work.files["work.jsonl"].flush()
+        plan = plan_splits(run, ingested.table)
+        canaries = plan_canaries(run, ingested.table, plan.assignment)
+        written = write_splits(run, ingested.table, plan, canaries, work, rejects)
+        subjects.finish(written.assignment, lambda i: run.where(ingested.table, i))
+        summary = summarise(run, ingested, plan, canaries, written, rejects, redaction)
         summary["output_dir"] = str(out_dir)
         counts = {**summary["split"]["sizes"], "rejects": summary["rejects"]["total"]}
         summary["outputs"] = {name: {**work.close(name), "records": counts[name.removesuffix(".jsonl")]}
@@ -150,7 +120,7 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
         work.commit()
     finally:
         work.cleanup()
-    summary["subject_index"] = run.subjects.write(out_dir)
+    summary["subject_index"] = subjects.write(out_dir)
     write_json_atomic(out_dir / "manifest.json", summary)  # last: it describes the files above
     from ayar.govern.record import record_prepare
 
@@ -158,283 +128,364 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
     return summary
 
 
+def _resolved_pii(section: PrepareSection, base_dir: Path):
+    """The ``pii`` settings with key and vault files, like every path in a recipe, relative to its folder."""
+    pii = section.pii
+    if pii is None:
+        return None
+    return pii.model_copy(update={k: resolve_path(str(v), base_dir) for k in ("secret_file", "vault_path")
+                                  if (v := getattr(pii, k)) is not None})
+
+
+Step = tuple[str, int]  # (what the records went through, how many are left): one line of the manifest's steps
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every stage reads: the settings and the opened sources (nothing here changes during a run)."""
+
+    section: PrepareSection
+    sources: list[Source]
+    kind: str  # conversation, preference, kto or text: what every source holds
+    workers: int
+    show_progress: bool
+    started: float = field(default_factory=time.perf_counter)
+    created: str = field(default_factory=utc_now)
+
+    def where(self, table: Table, i: int) -> str:
+        """Location of the record on line ``i`` of the work file ("tickets.jsonl:12")."""
+        return self.sources[table.source[i]].where(table.number[i])
+
+
+class Item(NamedTuple):
+    """One converted and cleaned record on its way to redaction (``Redaction`` reads ``item[0]``)."""
+
+    record: Record
+    source: int  # index into Run.sources
+    group: str | None  # split.group_key value
+    stratum: str | None  # split.stratify_key value
+
+
+# ----------------------------------------------------------------------------- 1. read, validate, clean, redact
+
+
 @dataclass
-class _Plan:
+class Ingested:
+    """What :func:`ingest` leaves: the per-record table, the PII tally and its counts."""
+
+    table: Table
+    tally: PiiTally
+    read: Counter[int]  # records read per source index
+    steps: list[Step]
+
+
+@dataclass
+class _Counts:
+    read: Counter[int] = field(default_factory=Counter)
+    total: int = 0
+    valid: int = 0
+    filtered: int = 0
+
+
+def ingest(run: Run, length: LengthFilter, redaction: Redaction, subjects: SubjectCollector, rejects: Rejects,
+           spill) -> Ingested:
+    """Read every source, convert, validate, clean, length-filter and redact; spill survivors to ``spill``.
+
+    Records go to the redaction in batches; only their keys stay in memory (:class:`Table`).
+
+    Raises:
+        AyarError: with ``on_error: fail``, every unusable record (nothing is written then).
+    """
+    section = run.section
+    table, counts, errors = Table(), _Counts(), []
+    tally = PiiTally(section.pii.report_examples if section.pii else 0)
+    batch_size = section.pii.batch_size if section.pii else 512
+    pending: list[Item] = []
+    for s, source in enumerate(run.sources):
+        for number, raw in iter_records(source.path, source.container):
+            counts.read[s] += 1
+            counts.total += 1
+            item = _accept(run, length, rejects, errors, counts, s, number, raw)
+            if item is not None and not errors:
+                pending.append(item)
+            if len(pending) >= batch_size:
+                _store(run, table, tally, subjects, rejects, spill, redaction.submit(pending))
+                pending = []
+            _progress(run, counts.total, len(table))
+    _store(run, table, tally, subjects, rejects, spill, redaction.submit(pending))
+    _store(run, table, tally, subjects, rejects, spill, redaction.drain())
+    if errors:
+        more = len(errors) - MAX_LISTED_ERRORS
+        raise AyarError(f"{len(errors)} unusable record(s); nothing was written (fix them, or set "
+                        "prepare.on_error: skip to leave them out with their reasons):\n  "
+                        + "\n  ".join(errors[:MAX_LISTED_ERRORS]) + (f"\n  ... and {more} more" if more > 0 else ""))
+    steps = [("read", counts.total), ("converted and valid", counts.valid),
+             ("cleaned, within length limits", counts.filtered), ("after PII redaction (drop_record)", len(table))]
+    return Ingested(table, tally, counts.read, steps)
+
+
+def _accept(run: Run, length: LengthFilter, rejects: Rejects, errors: list[str], counts: _Counts, s: int,
+            number: int, raw: dict | RecordError) -> Item | None:
+    """The converted, cleaned record with its group and stratum, or None (rejected, or an error listed)."""
+    source, section = run.sources[s], run.section
+    try:
+        if isinstance(raw, RecordError):
+            raise raw
+        raw = apply_columns(raw, source.config.columns)
+        record = convert(raw, source.format, source.name, number)
+    except RecordError as exc:
+        if section.on_error == "fail":
+            errors.append(f"{source.where(number)}: {exc.detail}")
+        else:
+            rejects.add(s, number, "validate", exc.code, exc.detail)
+        return None
+    counts.valid += 1
+    record = clean_record(record, section.clean)
+    problem = empty_turn(record) or length.check(record)
+    if problem is not None:
+        rejects.add(s, number, "clean", problem.code, problem.detail)
+        return None
+    counts.filtered += 1
+    return Item(record, s, _key_value(raw, section.split.group_key), _key_value(raw, section.split.stratify_key))
+
+
+def _store(run: Run, table: Table, tally: PiiTally, subjects: SubjectCollector, rejects: Rejects, spill,
+           done: list) -> None:
+    """Write redacted records to the work file and their keys to ``table``; reject dropped or broken ones."""
+    texts = []
+    for item, record, found in done:
+        source = run.sources[item.source]
+        tally.add_source(source.name, [f for f, _ in found])
+        if record is None:
+            kinds = ", ".join(sorted({f.entity_type for f, _ in found}))
+            rejects.add(item.source, item.record.line, "pii", "pii_drop_record", f"holds {kinds} (operator drop_record)")
+            continue
+        out = to_json(record)
+        if found:
+            try:  # masking can make chosen and rejected the same text
+                convert(out, OUTPUT_FORMAT[run.kind], record.source, record.line)
+            except RecordError as exc:
+                rejects.add(item.source, record.line, "pii", exc.code, f"after redaction: {exc.detail}")
+                continue
+            tally.add_examples(source.where(record.line), found)
+        out["meta"] = {"source": source.name, source.unit: record.line}
+        spill.write(json.dumps(out, ensure_ascii=False) + "\n")
+        table.add(item.source, record.line, item.group, item.stratum,
+                  tuple(f.entity_type for f, _ in found) if found else None)
+        subjects.add(item.record, item.group, found)
+        texts.append(record_text(record))
+    table.keys.extend(exact_key(text) for text in texts)
+    table.sigs.extend(signatures(texts, run.section.dedup.num_perm, run.section.dedup.ngram))
+
+
+def _progress(run: Run, total: int, redacted: int) -> None:
+    if run.show_progress and total % 10_000 == 0:
+        rate = total / max(time.perf_counter() - run.started, 1e-9)
+        console.print(f"prepare: {total} records read, {redacted} redacted ({rate:.0f} records/s)")
+
+
+# ----------------------------------------------------------------------------- 2. dedup, sample, split, leakage
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where every record of the work file goes, decided on its keys alone."""
+
     removed: dict[int, tuple[int, str]]  # dedup: index -> (kept index, "exact" | "near")
     sampled_out: set[int]
-    assignment: dict[int, str]
+    assignment: dict[int, str]  # index -> split, for every record still in
     leakage: Any
-    steps: list[tuple[str, int]]
+    steps: list[Step]
 
 
-class _Run:
-    """State of one prepare run: the stages below share it."""
+def plan_splits(run: Run, table: Table) -> Plan:
+    """Exact and near dedup, per-source sampling, the split, and leakage resolution across splits."""
+    d, sp = run.section.dedup, run.section.split
+    n = len(table)
+    dedup, index = deduplicate(range(n), table.keys, table.sigs, exact=d.exact, near=d.near, threshold=d.threshold,
+                               num_perm=d.num_perm)
+    kept = [i for i in range(n) if i not in dedup.removed]
+    sampled_out = _sample(run, table, kept)
+    kept = [i for i in kept if i not in sampled_out]
+    assignment = assign_splits(kept, table.groups, table.strata, (sp.train, sp.val, sp.test), sp.seed)
+    pairs = duplicate_pairs(kept, table.keys, table.sigs, threshold=d.threshold, num_perm=d.num_perm, index=index)
+    leakage = resolve_leakage(pairs, assignment, table.groups, run.section.leakage.resolve)
+    steps = [("after exact dedup", n - dedup.count("exact")), ("after near dedup", len(kept) + len(sampled_out)),
+             ("after sampling", len(kept)), ("after leakage resolution", len(assignment))]
+    return Plan(dedup.removed, sampled_out, assignment, leakage, steps)
 
-    def __init__(self, section: PrepareSection, base_dir: Path, sources: list[Source], kind: str,
-                 show_progress: bool):
-        self.section, self.sources, self.kind = section, sources, kind
-        self.started, self.created = time.perf_counter(), utc_now()
-        self.length = LengthFilter(section.length, base_dir)
-        pii = section.pii
-        if pii is not None:  # key and vault files, like every path in a recipe, are relative to its folder
-            pii = pii.model_copy(update={k: resolve_path(str(v), base_dir) for k in ("secret_file", "vault_path")
-                                         if (v := getattr(pii, k)) is not None})
-        self.workers = section.workers or min(os.cpu_count() or 1, AUTO_WORKERS)
-        self.redaction = Redaction(pii, self.workers)
-        self.subjects = SubjectCollector.from_pii(pii)  # keyed identifiers for `ayar audit subject`
-        self.table = Table()
-        self.tally = PiiTally(section.pii.report_examples if section.pii else 0)
-        self.read: Counter[int] = Counter()
-        self.total = self.valid = self.filtered = 0
-        self.errors: list[str] = []
-        self.show_progress = show_progress
-        self.canaries: dict[str, Any] | None = None  # the manifest's record of planted canaries
-        self.canary_sentences: list[str] = []
 
-    def execute(self, work: Workspace) -> dict[str, Any]:
-        self.rejects = Rejects(work.files["rejects.jsonl"], self.sources)
-        self.spill = work.files["work.jsonl"]
-        try:
-            self._ingest()
-        finally:
-            self.redaction.close()
-        if self.errors:
-            more = len(self.errors) - MAX_LISTED_ERRORS
-            raise AyarError(f"{len(self.errors)} unusable record(s); nothing was written (fix them, or set "
-                            "prepare.on_error: skip to leave them out with their reasons):\n  "
-                            + "\n  ".join(self.errors[:MAX_LISTED_ERRORS]) + (f"\n  ... and {more} more" if more > 0
-                                                                              else ""))
-        self.spill.flush()
-        plan = self._plan()
-        sizes = self._write(work, plan)
-        return self._summary(plan, sizes)
+def _sample(run: Run, table: Table, kept: list[int]) -> set[int]:
+    """Records left out by their source's ``sample_size`` (a seeded choice among the kept ones)."""
+    out: set[int] = set()
+    for s, source in enumerate(run.sources):
+        size = source.config.sample_size
+        members = [i for i in kept if table.source[i] == s] if size else []
+        if size and len(members) > size:
+            chosen = set(random.Random(f"{run.section.split.seed}:{s}").sample(members, size))
+            out.update(i for i in members if i not in chosen)
+    return out
 
-    # ------------------------------------------------------------------ read, validate, clean, redact
 
-    def _ingest(self) -> None:
-        batch_size = self.section.pii.batch_size if self.section.pii else 512
-        pending: list[tuple[Record, int, str | None, str | None]] = []
-        for s, source in enumerate(self.sources):
-            for number, raw in iter_records(source.path, source.container):
-                self.read[s] += 1
-                self.total += 1
-                item = self._accept(s, number, raw)
-                if item is not None and not self.errors:
-                    pending.append(item)
-                if len(pending) >= batch_size:
-                    self._store(self.redaction.submit(pending))
-                    pending = []
-                self._progress()
-        self._store(self.redaction.submit(pending))
-        self._store(self.redaction.drain())
+# ----------------------------------------------------------------------------- 3. canaries
 
-    def _accept(self, s: int, number: int, raw: dict | RecordError):
-        """The converted, cleaned record with its group and stratum, or None (rejected)."""
-        source = self.sources[s]
-        try:
-            if isinstance(raw, RecordError):
-                raise raw
-            raw = apply_columns(raw, source.config.columns)
-            record = convert(raw, source.format, source.name, number)
-        except RecordError as exc:
-            if self.section.on_error == "fail":
-                self.errors.append(f"{source.where(number)}: {exc.detail}")
-            else:
-                self.rejects.add(s, number, "validate", exc.code, exc.detail)
-            return None
-        self.valid += 1
-        record = clean_record(record, self.section.clean)
-        problem = empty_turn(record) or self.length.check(record)
-        if problem is not None:
-            self.rejects.add(s, number, "clean", problem.code, problem.detail)
-            return None
-        self.filtered += 1
-        split = self.section.split
-        return record, s, _key_value(raw, split.group_key), _key_value(raw, split.stratify_key)
 
-    def _store(self, done: list) -> None:
-        texts = []
-        for (original, s, group, stratum), record, found in done:
-            source = self.sources[s]
-            self.tally.add_source(source.name, [f for f, _ in found])
-            if record is None:
-                kinds = ", ".join(sorted({f.entity_type for f, _ in found}))
-                self.rejects.add(s, original.line, "pii", "pii_drop_record", f"holds {kinds} (operator drop_record)")
+@dataclass(frozen=True)
+class Canaries:
+    """Which train records carry which canary (see :mod:`ayar.data.canary`), and the manifest's record of them."""
+
+    carriers: dict[int, int]  # work-file index -> canary number
+    sentences: list[str]
+    manifest: dict[str, Any] | None
+
+
+NO_CANARIES = Canaries({}, [], None)
+
+
+def plan_canaries(run: Run, table: Table, assignment: dict[int, str]) -> Canaries:
+    """Choose the carriers among train records of weight >= 1 and draw the secret values (seeded).
+
+    Raises:
+        AyarError: fewer such records than ``count * repeats``.
+    """
+    config = run.section.canaries
+    if config is None:
+        return NO_CANARIES
+    template = parse_template(config.template)
+    eligible = sorted(i for i, split in assignment.items()
+                      if split == "train" and (run.sources[table.source[i]].config.weight or 1) >= 1)
+    try:
+        carriers = plan_insertions(eligible, config.count, config.repeats, config.seed)
+    except ValueError as exc:
+        raise AyarError(f"prepare.canaries: {exc}; lower count or repeats") from None
+    values = template.sample(random.Random(f"canary-values:{config.seed}"), config.count)
+    locations: list[list[str]] = [[] for _ in values]
+    for i in sorted(carriers):
+        locations[carriers[i]].append(run.where(table, i))
+    return Canaries(carriers, [template.fill(v) for v in values],
+                    canary_manifest(template, values, config.repeats, config.seed, locations))
+
+
+def _plant(line: str, canaries: Canaries, n: int) -> str:
+    record = insert_canary(json.loads(line), canaries.sentences[n])
+    record["meta"]["canary"] = n
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+# ----------------------------------------------------------------------------- 4. write
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_splits` wrote: records per split (weighted copies counted) and the final assignment."""
+
+    sizes: dict[str, int]
+    assignment: dict[int, str]  # the plan's, less the records a weight below 1 left out
+    steps: list[Step]
+
+
+def write_splits(run: Run, table: Table, plan: Plan, canaries: Canaries, work: Workspace,
+                 rejects: Rejects) -> Written:
+    """One pass over the work file: each record to its split (weighted, canaries planted) or to rejects."""
+    sizes = dict.fromkeys(SPLITS, 0)
+    rng = random.Random(run.section.split.seed)
+    weighted_out: set[int] = set()
+    with open(work.paths["work.jsonl"], encoding="utf-8") as spill:
+        for i, line in enumerate(spill):
+            split = plan.assignment.get(i)
+            if split is None:
+                _reject_removed(run, table, plan, rejects, i)
                 continue
-            out = to_json(record)
-            if found:
-                try:  # masking can make chosen and rejected the same text
-                    convert(out, OUTPUT_FORMAT[self.kind], record.source, record.line)
-                except RecordError as exc:
-                    self.rejects.add(s, record.line, "pii", exc.code, f"after redaction: {exc.detail}")
-                    continue
-                self.tally.add_examples(source.where(record.line), found)
-            out["meta"] = {"source": source.name, source.unit: record.line}
-            self.spill.write(json.dumps(out, ensure_ascii=False) + "\n")
-            t = self.table
-            t.source.append(s), t.number.append(record.line), t.groups.append(group), t.strata.append(stratum)
-            t.pii.append(tuple(f.entity_type for f, _ in found) if found else None)
-            self.subjects.add(original, group, found)
-            texts.append(record_text(record))
-        self.table.keys.extend(exact_key(text) for text in texts)
-        self.table.sigs.extend(signatures(texts, self.section.dedup.num_perm, self.section.dedup.ngram))
+            copies = 1
+            weight = run.sources[table.source[i]].config.weight
+            if split == "train" and weight is not None:
+                copies = int(weight) + (rng.random() < weight - int(weight))
+                if copies == 0:
+                    _reject(table, rejects, i, "weight", "weighted_out", f"left out by weight {weight:g}")
+                    weighted_out.add(i)
+            text = line * copies
+            if i in canaries.carriers:  # the first copy carries the canary (carriers never have weight < 1)
+                text = _plant(line, canaries, canaries.carriers[i]) + line * (copies - 1)
+            work.files[f"{split}.jsonl"].write(text)
+            sizes[split] += copies
+    assignment = {i: split for i, split in plan.assignment.items() if i not in weighted_out}
+    return Written(sizes, assignment, [("written (distinct records)", len(assignment))])
 
-    def _progress(self) -> None:
-        if self.show_progress and self.total % 10_000 == 0:
-            rate = self.total / max(time.perf_counter() - self.started, 1e-9)
-            console.print(f"prepare: {self.total} records read, {len(self.table)} redacted ({rate:.0f} records/s)")
 
-    # ------------------------------------------------------------------ dedup, sample, split, leakage
+def _reject(table: Table, rejects: Rejects, i: int, stage: str, reason: str, detail: str, **extra: Any) -> None:
+    rejects.add(table.source[i], table.number[i], stage, reason, detail, **extra)
 
-    def _plan(self) -> _Plan:
-        t, d, sp = self.table, self.section.dedup, self.section.split
-        n = len(t)
-        dedup, index = deduplicate(range(n), t.keys, t.sigs, exact=d.exact, near=d.near, threshold=d.threshold,
-                                   num_perm=d.num_perm)
-        kept = [i for i in range(n) if i not in dedup.removed]
-        sampled_out = self._sample(kept)
-        kept = [i for i in kept if i not in sampled_out]
-        assignment = assign_splits(kept, t.groups, t.strata, (sp.train, sp.val, sp.test), sp.seed)
-        pairs = duplicate_pairs(kept, t.keys, t.sigs, threshold=d.threshold, num_perm=d.num_perm, index=index)
-        leakage = resolve_leakage(pairs, assignment, t.groups, self.section.leakage.resolve)
-        steps = [("read", self.total), ("converted and valid", self.valid),
-                 ("cleaned, within length limits", self.filtered), ("after PII redaction (drop_record)", n),
-                 ("after exact dedup", n - dedup.count("exact")), ("after near dedup", len(kept) + len(sampled_out)),
-                 ("after sampling", len(kept)), ("after leakage resolution", len(assignment))]
-        return _Plan(dedup.removed, sampled_out, assignment, leakage, steps)
 
-    def _sample(self, kept: list[int]) -> set[int]:
-        out: set[int] = set()
-        for s, source in enumerate(self.sources):
-            size = source.config.sample_size
-            members = [i for i in kept if self.table.source[i] == s] if size else []
-            if size and len(members) > size:
-                chosen = set(random.Random(f"{self.section.split.seed}:{s}").sample(members, size))
-                out.update(i for i in members if i not in chosen)
-        return out
+def _reject_removed(run: Run, table: Table, plan: Plan, rejects: Rejects, i: int) -> None:
+    """Reject a record the plan left out, saying why (dedup, sampling or leakage)."""
+    if i in plan.removed:
+        kept, how = plan.removed[i]
+        where = run.where(table, kept)
+        _reject(table, rejects, i, "dedup", f"{how}_duplicate", f"{how} duplicate of {where}", duplicate_of=where)
+    elif i in plan.sampled_out:
+        _reject(table, rejects, i, "sample", "sampled_out", "not drawn by the source's sample_size")
+    elif i in plan.leakage.dropped:
+        where = run.where(table, plan.leakage.dropped[i])
+        _reject(table, rejects, i, "leakage", "leakage_dropped", f"duplicate of {where} in another split",
+                duplicate_of=where)
 
-    # ------------------------------------------------------------------ write
 
-    def _write(self, work: Workspace, plan: _Plan) -> dict[str, int]:
-        sizes = dict.fromkeys(SPLITS, 0)
-        rng = random.Random(self.section.split.seed)
-        carriers = self._plan_canaries(plan)
-        with open(work.paths["work.jsonl"], encoding="utf-8") as spill:
-            for i, line in enumerate(spill):
-                split = plan.assignment.get(i)
-                if split is None:
-                    self._reject_removed(i, plan)
-                    continue
-                copies = 1
-                weight = self.sources[self.table.source[i]].config.weight
-                if split == "train" and weight is not None:
-                    copies = int(weight) + (rng.random() < weight - int(weight))
-                    if copies == 0:
-                        self._reject(i, "weight", "weighted_out", f"left out by weight {weight:g}")
-                        del plan.assignment[i]
-                text = line * copies
-                if i in carriers:  # the first copy carries the canary (carriers never have weight < 1)
-                    text = self._plant(line, carriers[i]) + line * (copies - 1)
-                work.files[f"{split}.jsonl"].write(text)
-                sizes[split] += copies
-        plan.steps.append(("written (distinct records)", len(plan.assignment)))
-        return sizes
+# ----------------------------------------------------------------------------- 5. summary
 
-    def _plan_canaries(self, plan: _Plan) -> dict[int, int]:
-        """Which train records carry which canary (see ayar.eval.canary); records them in ``self.canaries``."""
-        config = self.section.canaries
-        if config is None:
-            return {}
-        template = parse_template(config.template)
-        eligible = sorted(i for i, split in plan.assignment.items()
-                          if split == "train" and (self.sources[self.table.source[i]].config.weight or 1) >= 1)
-        try:
-            carriers = plan_insertions(eligible, config.count, config.repeats, config.seed)
-        except ValueError as exc:
-            raise AyarError(f"prepare.canaries: {exc}; lower count or repeats") from None
-        values = template.sample(random.Random(f"canary-values:{config.seed}"), config.count)
-        locations: list[list[str]] = [[] for _ in values]
-        for i in sorted(carriers):
-            locations[carriers[i]].append(self._where(i))
-        self.canary_sentences = [template.fill(v) for v in values]
-        self.canaries = canary_manifest(template, values, config.repeats, config.seed, locations)
-        return carriers
 
-    def _plant(self, line: str, n: int) -> str:
-        record = insert_canary(json.loads(line), self.canary_sentences[n])
-        record["meta"]["canary"] = n
-        return json.dumps(record, ensure_ascii=False) + "\n"
+def summarise(run: Run, ingested: Ingested, plan: Plan, canaries: Canaries, written: Written, rejects: Rejects,
+              redaction: Redaction) -> dict[str, Any]:
+    """The manifest (less ``output_dir`` and ``outputs``, which :func:`prepare` adds once the files are closed)."""
+    table, tally, section = ingested.table, ingested.tally, run.section
+    for i, split in written.assignment.items():
+        tally.add_split(split, table.pii[i])
+    seconds = time.perf_counter() - run.started
+    total = ingested.steps[0][1]
+    d = section.dedup
+    method = f"MinHash LSH, {d.num_perm} permutations, word {d.ngram}-grams, Jaccard >= {d.threshold}"
 
-    def _reject(self, i: int, stage: str, reason: str, detail: str, **extra: Any) -> None:
-        self.rejects.add(self.table.source[i], self.table.number[i], stage, reason, detail, **extra)
+    def where(i: int) -> str:
+        return run.where(table, i)
 
-    def _reject_removed(self, i: int, plan: _Plan) -> None:
-        if i in plan.removed:
-            kept, how = plan.removed[i]
-            where = self._where(kept)
-            self._reject(i, "dedup", f"{how}_duplicate", f"{how} duplicate of {where}", duplicate_of=where)
-        elif i in plan.sampled_out:
-            self._reject(i, "sample", "sampled_out", "not drawn by the source's sample_size")
-        elif i in plan.leakage.dropped:
-            where = self._where(plan.leakage.dropped[i])
-            self._reject(i, "leakage", "leakage_dropped", f"duplicate of {where} in another split",
-                         duplicate_of=where)
+    return {
+        "ayar_prepare_version": PREPARE_MANIFEST_VERSION,
+        "created_at": run.created,
+        "kind": run.kind,
+        "sources": [_source_summary(s, ingested.read[k], rejects, tally) for k, s in enumerate(run.sources)],
+        "steps": [{"step": name, "records": count} for name, count in ingested.steps + plan.steps + written.steps],
+        "rejects": {"total": sum(rejects.by_reason.values()), "by_reason": dict(rejects.by_reason.most_common())},
+        "pii": tally.summary(section.pii, rejects.by_reason["pii_drop_record"], redaction.save_vault()),
+        "dedup": dedup_report(plan.removed, where, method),
+        "split": split_report(written.assignment, written.sizes, table.groups, table.strata, section.split,
+                              redaction.redact_labels),
+        "leakage": leakage_report(plan.leakage, section.leakage.resolve, where),
+        "canaries": canaries.manifest,
+        "settings": section.model_dump(mode="json"),
+        "workers": run.workers,
+        "seconds": round(seconds, 2),
+        "records_per_second": round(total / seconds, 1) if seconds > 0 else None,
+        "warnings": _warnings(run, table, written.sizes),
+    }
 
-    def _where(self, i: int) -> str:
-        return self.sources[self.table.source[i]].where(self.table.number[i])
 
-    def _method(self) -> str:
-        d = self.section.dedup
-        return f"MinHash LSH, {d.num_perm} permutations, word {d.ngram}-grams, Jaccard >= {d.threshold}"
+def _source_summary(s: Source, read: int, rejects: Rejects, tally: PiiTally) -> dict[str, Any]:
+    content = file_record(s.path) if s.path.is_file() else {"files": describe_folder(s.path)}
+    return {"name": s.name, "path": str(s.path), "container": s.container, "format": s.format,
+            "format_detected": s.detected, "records_read": read, "rejected": rejects.by_source[s.name], **content,
+            "pii": dict(tally.by_source[s.name].most_common())}
 
-    # ------------------------------------------------------------------ summary
 
-    def _summary(self, plan: _Plan, sizes: dict[str, int]) -> dict[str, Any]:
-        t, section = self.table, self.section
-        for i, split in plan.assignment.items():
-            self.tally.add_split(split, t.pii[i])
-        seconds = time.perf_counter() - self.started
-        self.subjects.finish(plan.assignment, self._where)
-        return {
-            "ayar_prepare_version": PREPARE_MANIFEST_VERSION,
-            "created_at": self.created,
-            "kind": self.kind,
-            "sources": [self._source_summary(k, s) for k, s in enumerate(self.sources)],
-            "steps": [{"step": name, "records": count} for name, count in plan.steps],
-            "rejects": {"total": sum(self.rejects.by_reason.values()),
-                        "by_reason": dict(self.rejects.by_reason.most_common())},
-            "pii": self.tally.summary(section.pii, self.rejects.by_reason["pii_drop_record"],
-                                      self.redaction.save_vault()),
-            "dedup": dedup_report(plan.removed, self._where, self._method()),
-            "split": split_report(plan.assignment, sizes, t.groups, t.strata, section.split,
-                                  self.redaction.redact_labels),
-            "leakage": leakage_report(plan.leakage, section.leakage.resolve, self._where),
-            "canaries": self.canaries,
-            "settings": section.model_dump(mode="json"),
-            "workers": self.workers,
-            "seconds": round(seconds, 2),
-            "records_per_second": round(self.total / seconds, 1) if seconds > 0 else None,
-            "warnings": self._warnings(sizes),
-        }
-
-    def _source_summary(self, k: int, s: Source) -> dict[str, Any]:
-        content = file_record(s.path) if s.path.is_file() else {"files": describe_folder(s.path)}
-        return {"name": s.name, "path": str(s.path), "container": s.container, "format": s.format,
-                "format_detected": s.detected, "records_read": self.read[k],
-                "rejected": self.rejects.by_source[s.name], **content,
-                "pii": dict(self.tally.by_source[s.name].most_common())}
-
-    def _warnings(self, sizes: dict[str, int]) -> list[str]:
-        sp, t = self.section.split, self.table
-        out = [f"{name}.jsonl is empty although its ratio is {getattr(sp, name)}: too few records or groups"
-               for name in SPLITS if sizes[name] == 0 and getattr(sp, name) > 0]
-        if self.section.pii is None:
-            out.append("PII redaction is off (pii: null): the outputs may hold personal data")
-        for key, values in (("group_key", t.groups), ("stratify_key", t.strata)):
-            missing = sum(v is None for v in values) if getattr(sp, key) else 0
-            if missing:
-                out.append(f"{missing} records have no `{getattr(sp, key)}` (split.{key})")
-        return out
+def _warnings(run: Run, table: Table, sizes: dict[str, int]) -> list[str]:
+    sp = run.section.split
+    out = [f"{name}.jsonl is empty although its ratio is {getattr(sp, name)}: too few records or groups"
+           for name in SPLITS if sizes[name] == 0 and getattr(sp, name) > 0]
+    if run.section.pii is None:
+        out.append("PII redaction is off (pii: null): the outputs may hold personal data")
+    for key, values in (("group_key", table.groups), ("stratify_key", table.strata)):
+        missing = sum(v is None for v in values) if getattr(sp, key) else 0
+        if missing:
+            out.append(f"{missing} records have no `{getattr(sp, key)}` (split.{key})")
+    return out
 
 
 def _key_value(raw: dict[str, Any], key: str | None) -> str | None:
@@ -462,7 +513,9 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
     Returns:
         ``container``, ``format``, ``kind``, ``records``, ``valid``, ``invalid`` (count per reason),
         ``problems`` (the first ones, by location), ``length`` (unit and statistics),
-        ``pii`` (count per entity type in the scanned records) and ``duplicates`` (exact and near rates).
+        ``pii`` (count per entity type in the scanned records), ``duplicates`` (exact and near rates)
+        and, with a tokenizer, ``tokenizer`` (its efficiency on the first records' texts, see
+        :func:`ayar.tokenizer.report.measure`).
 
     Raises:
         DataError: the file cannot be read or its format cannot be told.
@@ -474,6 +527,7 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
     measure = token_counter(tokenizer) if tokenizer else len
     invalid: Counter[str] = Counter()
     problems, lengths, keys, sigs, scan, texts = [], [], [], [], [], []
+    tok_texts: list[str] = []
     records = 0
     for number, raw in iter_records(source.path, source.container):
         records += 1
@@ -487,6 +541,8 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
                 problems.append(f"{source.where(number)}: {exc.detail}")
             continue
         text = record_text(record)
+        if tokenizer and len(tok_texts) < MAX_TOKENIZER_TEXTS:
+            tok_texts += [t for label, t in record_texts(record) if label != "label" and t.strip()]
         lengths.append(measure(text))
         keys.append(exact_key(text))
         texts.append(text)
@@ -503,7 +559,15 @@ def inspect_file(path: str | Path, tokenizer: str | None = None, *, format: str 
             "length": {"unit": "tokens" if tokenizer else "chars", **(stats(lengths) or {})},
             "pii": _scan_pii(scan),
             "duplicates": {"exact": dedup.count("exact"), "near": dedup.count("near"),
-                           "rate": round(len(dedup.removed) / len(keys), 4) if keys else 0.0}}
+                           "rate": round(len(dedup.removed) / len(keys), 4) if keys else 0.0},
+            **({"tokenizer": _tokenizer_efficiency(tokenizer, tok_texts)} if tokenizer and tok_texts else {})}
+
+
+def _tokenizer_efficiency(tokenizer: str, texts: list[str]) -> dict[str, Any]:
+    """Fertility, characters per token and the most fragmented words (see :mod:`ayar.tokenizer.report`)."""
+    from ayar.tokenizer.report import measure, open_tokenizer
+
+    return measure(open_tokenizer(tokenizer), texts, name=tokenizer, top=10).to_dict()
 
 
 def _scan_pii(records: list[dict]) -> dict[str, Any]:

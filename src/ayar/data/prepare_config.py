@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ayar.data.canary import DEFAULT_TEMPLATE, parse_template
 from ayar.data.pii.config import RedactionConfig
-from ayar.eval.canary import DEFAULT_TEMPLATE, parse_template
 from ayar.section import Section
 
 FormatName = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "preference", "kto", "text"]

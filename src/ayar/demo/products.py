@@ -20,30 +20,17 @@ import json
 import random
 import re
 from collections.abc import Collection, Iterable, Iterator
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ayar.data.pii.gazetteer import tr_lower, tr_upper
+from ayar.demo.common import MAX_TRIES, balanced_rounds, load_data, tr_capitalize, tr_lower, tr_upper
+from ayar.demo.support import support_stream
 from ayar.fsutil import atomic_write
-
-MAX_TRIES = 1000  # fresh draws allowed per record before giving up on uniqueness
-_SENTENCE_START = re.compile(r"(^|[.!?] )(\w)")  # a letter that starts a sentence
 
 
 def tr_title(text: str) -> str:
     """Capitalise the first letter of every word, Turkish-aware; the rest is kept (``BPA``)."""
     return " ".join(tr_upper(w[:1]) + w[1:] for w in text.split(" "))
-
-
-@cache
-def load_data(name: str) -> dict[str, Any]:
-    """Read ``ayar/demo/data/<name>.yaml`` (package data). Callers must not mutate it."""
-    text = resources.files("ayar.demo").joinpath(f"data/{name}.yaml").read_text("utf-8")
-    return yaml.safe_load(text)
 
 
 def categories() -> list[str]:
@@ -71,19 +58,6 @@ def attribute_phrases(category: str) -> list[str]:
 def _join(phrases: list[str]) -> str:
     """Turkish list: ``a``, ``a ve b``, ``a, b ve c``."""
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " ve " + phrases[-1]
-
-
-def tr_capitalize(text: str) -> str:
-    """Upper-case the first letter of ``text`` and of every sentence in it, Turkish-aware."""
-    return _SENTENCE_START.sub(lambda m: m.group(1) + tr_upper(m.group(2)), text)
-
-
-def balanced_rounds(rng: random.Random, items: list[str]) -> Iterator[str]:
-    """Endless sequence of shuffled rounds over ``items``: every window is near-balanced."""
-    while True:
-        order = list(items)
-        rng.shuffle(order)
-        yield from order
 
 
 def _product(rng: random.Random, category: str) -> tuple[str, dict[str, Any]]:
@@ -263,9 +237,6 @@ def corpus_texts(seed: int, n: int, exclude: Collection[str] = ()) -> list[str]:
     Returns:
         ``n`` strings.
     """
-    # Imported here: support.py imports this module for tr_lower and the nouns.
-    from ayar.demo.support import support_stream
-
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     exclude = set(exclude)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import shutil
 import time
 from dataclasses import replace
@@ -48,6 +49,7 @@ def pretrain_recipe(steps: int) -> dict:
         "train": {"learning_rate": 3e-3, "max_steps": steps, "micro_batch_size": 32, "warmup_ratio": 0.05,
                   "weight_decay": 0.01, "log_every": 10},
         "output_dir": "../runs/pretrain",
+        "governance": LEDGER,
     }
 
 
@@ -65,6 +67,7 @@ def sft_recipe(base: str, profile: Profile, n_eval: int, epochs: float | None = 
         "adapter": profile.lora,
         "train": train,
         "output_dir": "../runs/sft",
+        "governance": GOVERNANCE,
         "eval": {"data": "../data/test.jsonl", "n": n_eval, "metrics": ["json", "classification", "exact_match"],
                  "json_fields": ["category", "tags"], "label_field": "category",
                  "few_shot": 3, "few_shot_data": "../data/train.jsonl",
@@ -73,15 +76,29 @@ def sft_recipe(base: str, profile: Profile, n_eval: int, epochs: float | None = 
     }
 
 
+# Every stage of the demo appends to one audit ledger inside the demo folder.
+LEDGER = {"ledger": "../governance/ledger.jsonl"}
+GOVERNANCE = {**LEDGER, "purpose": "answering customer support tickets and categorising products (demo)",
+              "legal_basis": "legitimate interest (KVKK art. 5/2-f); synthetic demo data", "retention_days": 365,
+              "controller": "ayar demo (synthetic data)", "contact": "kvkk@example.invalid",
+              "cross_border_transfer": "none", "intended_use": "product categorisation as JSON (demo)",
+              "license": "other"}
+
+
 def prepare_recipe() -> dict:
-    """Support tickets with personal data -> redacted, deduplicated, split; the model section is unused here."""
+    """Support tickets with personal data -> redacted, deduplicated, split; the model section is unused here.
+
+    The PII key (``pii.key``, made once) keys the subject index that ``ayar audit subject`` searches.
+    """
     return {
         "model": {"path": "../models/unused"},
         "data": {"train": "../data/tickets_prepared/train.jsonl"},
         "prepare": {"sources": [{"path": "../data/tickets_raw.jsonl"}], "on_error": "skip",
-                    "pii": {"default_operator": "mask"}, "dedup": {"exact": True, "near": True, "threshold": 0.8},
+                    "pii": {"default_operator": "mask", "secret_file": "../pii.key"},
+                    "dedup": {"exact": True, "near": True, "threshold": 0.8},
                     "canaries": {"count": 5, "repeats": 10},
                     "output_dir": "../data/tickets_prepared"},
+        "governance": GOVERNANCE,
     }
 
 
@@ -93,8 +110,13 @@ def run_prepare_stage(out: Path, seed: int) -> dict:
     from ayar.recipe import load_recipe
 
     write_jsonl(out / "data" / "tickets_raw.jsonl", ticket_records(1000, seed=seed))
+    key = out / "pii.key"
+    if not key.exists():
+        key.write_text(secrets.token_hex(32), encoding="utf-8")
+        key.chmod(0o600)
     recipe_path = _write_recipe(out / "recipes" / "prepare.yaml", prepare_recipe())
-    summary = prepare(load_recipe(recipe_path).prepare, recipe_path.parent, show_progress=False)
+    loaded = load_recipe(recipe_path)
+    summary = prepare(loaded.prepare, recipe_path.parent, show_progress=False, governance=loaded.governance)
     console.print(summary_line(summary), markup=False)
     console.print(f"data card: {out / 'data' / 'tickets_prepared' / 'data_card.md'}", markup=False)
     return summary
@@ -212,7 +234,7 @@ def run_demo(out: str | Path = "demo_out", *, base: str = "gemma", pretrain_step
         profile = replace(profile, style_pairs=style_pairs)
     out = Path(out)
     clock = _Clock()
-    for sub in ("data", "models", "runs", "recipes"):  # only what the demo itself writes
+    for sub in ("data", "models", "runs", "recipes", "governance"):  # only what the demo itself writes
         shutil.rmtree(out / sub, ignore_errors=True)
 
     clock.stage("0. prepare: support tickets with personal data -> redacted, deduplicated, split")
@@ -232,6 +254,11 @@ def run_demo(out: str | Path = "demo_out", *, base: str = "gemma", pretrain_step
     tickets = ticket_subset(out / "data" / "tickets_prepared", profile.n_tickets, seed)
     write_jsonl(out / "data" / "sft_train.jsonl", splits["train"] + tickets)
     sft = _write_recipe(out / "recipes" / "sft.yaml", sft_recipe(base_path, profile, n_eval, sft_epochs))
+    from ayar.govern.record import record_derived
+
+    record_derived([out / "data" / "train.jsonl", out / "data" / "tickets_prepared" / "train.jsonl"],
+                   [out / "data" / "sft_train.jsonl"], "products + a subset of the prepared tickets",
+                   load_recipe(sft).governance)
     train_from_recipe(load_recipe(sft), overwrite=True)
 
     clock.stage(f"3. ayar eval: 3-shot base vs tuned on {n_eval} held-out products, forgetting, memorisation")
@@ -250,6 +277,15 @@ def run_demo(out: str | Path = "demo_out", *, base: str = "gemma", pretrain_step
 
     # Gemma needs llama.cpp's converter for GGUF; the hand-written writer knows Llama and Qwen2.
     exports, serve_text = export_for_serving(out / "runs" / "sft", gguf=profile.name != "gemma")
+
+    clock.stage("7. governance: ledger check, lineage of the export, a data subject's records, card, Annex IV")
+    from ayar.govern.showcase import first_tckn, governance_tail
+
+    subject = first_tckn(out / "data" / "tickets_raw.jsonl", {t["meta"]["line"] for t in tickets if "meta" in t})
+    exported = next(iter(sorted(Path(exports[-1].folder).glob("*.gguf")) or
+                         sorted(Path(exports[-1].folder).glob("*.safetensors"))), None)
+    governance = governance_tail(out / "runs" / "sft", export_file=exported, subject=subject, kind="tckn",
+                                 secret=(out / "pii.key").read_text(encoding="utf-8").strip())
     clock.end()
     results = {"base": profile.name, "base_model": base_path,
                "exports": {r.format: str(r.folder) for r in exports}, "how_to_serve": serve_text,
@@ -260,6 +296,7 @@ def run_demo(out: str | Path = "demo_out", *, base: str = "gemma", pretrain_step
                "memorisation": report["memorisation"], "forgetting": report["forgetting"],
                "prepare": {k: prepared[k] for k in ("counts", "pii") if k in prepared},
                "report": str(out / "runs" / "sft" / "report.html"),
+               "governance": {k: governance[k] for k in ("verified", "ledger", "card", "docs")},
                "stage_seconds": clock.stages, "seconds": round(time.perf_counter() - clock.start, 1)}
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     _print_results(results)

@@ -39,6 +39,7 @@ def sft_recipe(base: str, profile: Profile) -> dict:
         "adapter": profile.lora,
         "train": profile.style["sft"],
         "output_dir": "../runs/support-sft",
+        "governance": {"ledger": "../governance/ledger.jsonl"},
     }
 
 
@@ -53,6 +54,7 @@ def dpo_recipe(base: str, profile: Profile) -> dict:
         "adapter": profile.lora,
         "train": profile.style["dpo"],
         "output_dir": "../runs/support-dpo",
+        "governance": {"ledger": "../governance/ledger.jsonl"},
     }
 
 
@@ -66,12 +68,14 @@ def orpo_recipe(base: str, profile: Profile) -> dict:
         "adapter": profile.lora,
         "train": profile.style["orpo"],
         "output_dir": "../runs/support-orpo",
+        "governance": {"ledger": "../governance/ledger.jsonl"},
     }
 
 
 def formal_share(target: str, prompts: list[str], batch_size: int = 50) -> tuple[dict, list[str]]:
     """Greedy replies of ``target`` to ``prompts`` and the share of each register among them."""
-    from ayar.eval.generate import generate, load_for_inference
+    from ayar.eval.generate import generate
+    from ayar.model.run_folder import load_for_inference
 
     model, tokenizer = load_for_inference(target)
     replies = generate(model, tokenizer, [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=48,

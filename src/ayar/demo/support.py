@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from typing import Literal
 
-from ayar.demo.products import MAX_TRIES, balanced_rounds, load_data, tr_capitalize, tr_lower
+from ayar.demo.common import MAX_TRIES, balanced_rounds, load_data, tr_capitalize, tr_lower
 
 Register = Literal["formal", "informal", "unknown"]
 

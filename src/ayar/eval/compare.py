@@ -28,6 +28,7 @@ from ayar.eval.config import EndpointConfig, EvalSection, eval_section_from_dict
 from ayar.eval.metrics import MetricInput, Score, compute_scores
 from ayar.fsutil import atomic_write
 from ayar.govern.manifest import write_json_atomic
+from ayar.model.run_folder import RunFolder
 from ayar.ui import console
 
 LEVEL = 0.95
@@ -51,6 +52,7 @@ class Target:
     path: str | None = None
     endpoint: EndpointConfig | None = None
     chat_template: str | None = None
+    run: RunFolder | None = None  # the run itself (its recipe already read)
 
 
 # ----------------------------------------------------------------------------- data and prompts
@@ -115,15 +117,17 @@ def build_prompt(prompt: Sequence[dict], system_prompt: str | None, shots: Seque
 # ----------------------------------------------------------------------------- targets
 
 
-def resolve_targets(run_dir: Path, section: EvalSection, recipe) -> tuple[Target | None, Target]:
+def resolve_targets(run: RunFolder, section: EvalSection) -> tuple[Target | None, Target]:
     """The (baseline, tuned) targets the section names; baseline None for ``baseline: none``."""
+    recipe = run.recipe
 
     def path_or_endpoint(spec: str | EndpointConfig) -> Target:
         if isinstance(spec, EndpointConfig):
             return Target(f"{spec.model} at {spec.base_url}", endpoint=spec)
         return Target(spec, path=spec)
 
-    tuned = Target(str(run_dir), path=str(run_dir)) if section.tuned is None else path_or_endpoint(section.tuned)
+    tuned = (Target(str(run.run_dir), path=str(run.run_dir), run=run) if section.tuned is None
+             else path_or_endpoint(section.tuned))
     if section.baseline == "none":
         return None, tuned
     if section.baseline == "base":  # the recipe's base model, with the chat template training used
@@ -135,9 +139,23 @@ def resolve_targets(run_dir: Path, section: EvalSection, recipe) -> tuple[Target
     return base, tuned
 
 
-def predict(target: Target, prompts: list[list[dict]], references: list[str], ids: list[str],
+def load_target(target: Target, section: EvalSection):
+    """``(model, tokenizer)`` of a local target, loaded once for everything the evaluation measures;
+    None for an endpoint."""
+    if target.endpoint is not None:
+        return None
+    from ayar.model.run_folder import load_for_inference
+
+    return load_for_inference(target.run or target.path, dtype=section.dtype, chat_template=target.chat_template)
+
+
+def predict(target: Target, loaded, prompts: list[list[dict]], references: list[str], ids: list[str],
             section: EvalSection, cache_path: Path) -> tuple[list[str], list[tuple[float, int]] | None]:
-    """Replies of ``target`` and, for a local model when perplexity is asked for, the references' NLL."""
+    """Replies of ``target`` and, for a local model when perplexity is asked for, the references' NLL.
+
+    Args:
+        loaded: ``(model, tokenizer)`` from :func:`load_target` (None for an endpoint).
+    """
     gen = section.generation
     if target.endpoint is not None:
         from ayar.eval.endpoint import ChatEndpoint, generate_with_endpoint
@@ -145,20 +163,23 @@ def predict(target: Target, prompts: list[list[dict]], references: list[str], id
         endpoint = ChatEndpoint(target.endpoint, cache_path)
         return generate_with_endpoint(endpoint, prompts, max_new_tokens=gen.max_new_tokens,
                                       temperature=gen.temperature, top_p=gen.top_p, seed=gen.seed), None
-    import torch
-
-    from ayar.eval.generate import generate, load_for_inference
+    from ayar.eval.generate import generate
     from ayar.eval.likelihood import reference_nll
 
-    model, tokenizer = load_for_inference(target.path, dtype=section.dtype, chat_template=target.chat_template)
+    model, tokenizer = loaded
     replies = generate(model, tokenizer, prompts, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
                        top_p=gen.top_p, seed=gen.seed, batch_size=gen.batch_size, stop=gen.stop)
     nll = reference_nll(model, tokenizer, prompts, references, ids=ids) if "perplexity" in section.metrics else None
-    del model
+    return replies, nll
+
+
+def _free() -> None:
+    """Return the memory of models no longer referenced (to the allocator, and CUDA's cache)."""
+    import torch
+
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return replies, nll
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -236,6 +257,10 @@ def evaluate_run(run_dir: str | Path, section: EvalSection | None = None) -> dic
 def _evaluate_run(run_dir: str | Path, section: EvalSection | None = None) -> dict:
     """Evaluate baseline and tuned model of a finished run; write ``RUN_DIR/eval/``.
 
+    Each model is loaded once: the baseline for its replies (and, for a full fine-tune, kept
+    for the forgetting guard), the tuned model for its replies, the forgetting guard and the
+    memorisation audit.
+
     Args:
         run_dir: a folder written by ``ayar train`` (``recipe.yaml`` and ``adapter/`` or ``model/``).
         section: what to evaluate; None reads the run recipe's ``eval:`` (or the defaults).
@@ -247,28 +272,24 @@ def _evaluate_run(run_dir: str | Path, section: EvalSection | None = None) -> di
     Raises:
         AyarError: a missing run, bad data, an unreachable endpoint, ...
     """
-    from ayar.recipe import load_recipe
-
-    run_dir = Path(run_dir).resolve()
-    if not (run_dir / "recipe.yaml").is_file():
-        raise AyarError(f"{run_dir}: not a run folder (no recipe.yaml); pass the output_dir of `ayar train`")
-    recipe = load_recipe(run_dir / "recipe.yaml")
-    section = (section or section_for_run(run_dir)).resolved(Path.cwd())
-    out = run_dir / "eval"
+    run = RunFolder.open(Path(run_dir).resolve(), finished=False)  # endpoints need only its recipe
+    recipe = run.recipe
+    section = (section or recipe.eval or EvalSection()).resolved(Path.cwd())
+    out = run.eval_dir
     data = Path(section.data) if section.data else default_data(recipe)
     from ayar.eval.preference import is_preference_file, preference_scores
 
     if is_preference_file(data):  # held-out pairs: reward accuracy and margin instead of generation
         console.print(f"scoring preference pairs from {data}", markup=False)
-        scores = preference_scores(run_dir, data, n=section.n)
+        scores = preference_scores(run, data, n=section.n)
         write_json_atomic(out / "preference.json", scores)
         from ayar.eval.report import build_report
 
-        _, html = build_report(run_dir)
+        _, html = build_report(run.run_dir)
         return {"preference": scores, "output_dir": str(out), "report": str(html)}
     examples = load_examples(data, section.n)
     shots, shot_ids = few_shot_turns(section.few_shot_data or recipe.data.train, section.few_shot, section.seed)
-    base_target, tuned_target = resolve_targets(run_dir, section, recipe)
+    base_target, tuned_target = resolve_targets(run, section)
 
     ids = [ex.id for ex in examples]
     references = [ex.reference for ex in examples]
@@ -276,15 +297,22 @@ def _evaluate_run(run_dir: str | Path, section: EvalSection | None = None) -> di
     base_prompts = [build_prompt(ex.prompt, section.system_prompt, shots) for ex in examples]
     console.print(f"evaluating on {len(examples)} examples from {data}", markup=False)
 
-    base_replies = base_scores = None
+    audits = section.tuned is None  # audits need the run's own weights, not an endpoint or another folder
+    base_replies = base_scores = base_model = None
     records = [ex.record for ex in examples]
     if base_target is not None:
         console.print(f"baseline: {base_target.label}", markup=False)
-        base_replies, base_nll = predict(base_target, base_prompts, references, ids, section,
+        loaded = load_target(base_target, section)
+        base_replies, base_nll = predict(base_target, loaded, base_prompts, references, ids, section,
                                          out / "cache" / "generate.jsonl")
         base_scores = compute_scores(MetricInput(base_replies, references, records, section, base_nll))
+        if audits and section.forgetting.enabled and not run.is_adapter and base_target.path == recipe.model.path:
+            base_model = loaded[0]  # a full fine-tune's forgetting guard compares with this same base
+        del loaded
+        _free()
     console.print(f"tuned: {tuned_target.label}", markup=False)
-    tuned_replies, tuned_nll = predict(tuned_target, tuned_prompts, references, ids, section,
+    loaded = load_target(tuned_target, section)
+    tuned_replies, tuned_nll = predict(tuned_target, loaded, tuned_prompts, references, ids, section,
                                        out / "cache" / "generate.jsonl")
     tuned_scores = compute_scores(MetricInput(tuned_replies, references, records, section, tuned_nll))
 
@@ -309,17 +337,20 @@ def _evaluate_run(run_dir: str | Path, section: EvalSection | None = None) -> di
     else:  # a judge.json left by an earlier evaluation would describe other replies
         for name in ("judge.json", "judge_pairs.jsonl"):
             (out / name).unlink(missing_ok=True)
-    if section.tuned is None:  # audits need the run's own weights, not an endpoint
+    if audits:
         from ayar.eval.forgetting import run_forgetting
         from ayar.eval.memorisation import run_memorisation
 
+        model, tokenizer = loaded
         if section.forgetting.enabled:
-            run_forgetting(run_dir, section.forgetting)
+            run_forgetting(run, section.forgetting, model=model, tokenizer=tokenizer, base_model=base_model)
         if section.memorisation.enabled:
-            run_memorisation(run_dir, section.memorisation)
+            run_memorisation(run, section.memorisation, model=model, tokenizer=tokenizer)
+    del loaded, base_model
+    _free()
     from ayar.eval.report import build_report
 
-    _, html = build_report(run_dir)
+    _, html = build_report(run.run_dir)
     console.print(f"report: {html}", markup=False)
     return {"comparison": comparison, "judge": judged, "output_dir": str(out), "report": str(html)}
 

@@ -1,4 +1,8 @@
-"""The ``eval:`` section: what to evaluate, with which metrics, against which baseline and judge.
+"""The ``eval:`` section: what to evaluate, with which metrics, against which baseline and judge,
+and the settings of the forgetting guard and the memorisation audit.
+
+This module is schema only (the recipe imports it); the code these settings drive
+lives in :mod:`ayar.eval.compare`, :mod:`ayar.eval.forgetting` and :mod:`ayar.eval.memorisation`.
 
 Every field is documented once, in its ``description``; unknown keys are
 rejected and ranges are enforced when the section is built. Relative paths are
@@ -15,8 +19,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from ayar.errors import RecipeError
-from ayar.eval.forgetting import ForgettingSection
-from ayar.eval.memorisation import MemorisationSection
 from ayar.section import Section
 
 DEFAULT_METRICS = ["exact_match", "bleu", "chrf", "rouge_l", "perplexity"]
@@ -56,6 +58,46 @@ class GenerationConfig(Section):
     stop: list[str] = Field(default_factory=list, max_length=8, description=(
         "Strings that end a reply (it is cut before the first one), for both models, e.g. [\"\\n\"] for "
         "one-line answers: a fair baseline for a base model that does not stop at the end of its turn."))
+
+
+class ForgettingSection(Section):
+    """``eval.forgetting``: settings of the forgetting guard."""
+
+    enabled: bool = Field(True, description="Compare base and tuned perplexity on general text.")
+    texts: str | None = Field(None, description=(
+        "General text: a .txt file (documents separated by blank lines) or JSONL with `text`; null: the bundled "
+        "Turkish and English passages."))
+    threshold: float = Field(0.10, gt=0, le=10, description=(
+        "Flag the run when the tuned model's perplexity is worse than the base's by more than this share "
+        "(0.10: 10%)."))
+    max_length: int = Field(512, ge=8, le=32_768, description="Texts are scored in windows of this many tokens.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Windows per forward pass.")
+
+
+class MemorisationSection(Section):
+    """``eval.memorisation``: settings of the memorisation audit."""
+
+    enabled: bool = Field(True, description="Run the memorisation audit after the comparison.")
+    canaries: str | None = Field(None, description=(
+        "The prepare manifest.json that records the planted canaries; null: manifest.json next to data.train, "
+        "when it records some (no canaries: exposure is not measured)."))
+    heldout: str | None = Field(None, description=(
+        "Records the model never trained on, for membership inference; null: data.val, else test.jsonl next to "
+        "data.train."))
+    candidates: int = Field(1000, ge=10, le=1_000_000, description=(
+        "Random candidate values each canary is ranked against (exposures above log2 of this are "
+        "extrapolated)."))
+    controls: int = Field(5, ge=0, le=100, description=(
+        "Fresh values never planted, scored like canaries: their exposure shows the chance level."))
+    max_records: int = Field(200, ge=2, le=100_000, description=(
+        "Training and held-out records scored (a seeded sample of each)."))
+    min_k: float = Field(20.0, gt=0, le=100, description="k of Min-K% Prob, in percent of a record's tokens.")
+    prefix_tokens: int = Field(32, ge=1, le=4096, description="Regurgitation: tokens of a record given as prompt.")
+    continuation_tokens: int = Field(32, ge=1, le=4096, description=(
+        "Regurgitation: tokens that must follow exactly (records shorter than prefix + continuation are skipped)."))
+    max_length: int = Field(512, ge=8, le=32_768, description="Longest text scored, in tokens (longer: truncated).")
+    batch_size: int = Field(8, ge=1, le=1024, description="Texts per forward pass.")
+    seed: int = Field(0, description="Seed of the record samples, canary candidates and controls.")
 
 
 Target = str | EndpointConfig

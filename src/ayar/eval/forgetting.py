@@ -19,27 +19,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
 from ayar.errors import AyarError
-from ayar.section import Section
+from ayar.eval.config import ForgettingSection
+from ayar.model.run_folder import RunFolder
 from ayar.ui import console
 
 BUNDLED = ("general_tr.txt", "general_en.txt")
-
-
-class ForgettingSection(Section):
-    """``eval.forgetting``: settings of the forgetting guard."""
-
-    enabled: bool = Field(True, description="Compare base and tuned perplexity on general text.")
-    texts: str | None = Field(None, description=(
-        "General text: a .txt file (documents separated by blank lines) or JSONL with `text`; null: the bundled "
-        "Turkish and English passages."))
-    threshold: float = Field(0.10, gt=0, le=10, description=(
-        "Flag the run when the tuned model's perplexity is worse than the base's by more than this share "
-        "(0.10: 10%)."))
-    max_length: int = Field(512, ge=8, le=32_768, description="Texts are scored in windows of this many tokens.")
-    batch_size: int = Field(8, ge=1, le=1024, description="Windows per forward pass.")
 
 
 def general_texts(path: str | Path | None = None) -> tuple[str, list[str]]:
@@ -132,28 +117,31 @@ def judge_forgetting(base_ppl: float, tuned_ppl: float, threshold: float) -> dic
             "threshold": threshold, "flag": change > threshold}
 
 
-def run_forgetting(run_dir: str | Path, config: ForgettingSection | None = None, *, model=None,
-                   tokenizer=None) -> dict[str, Any]:
+def run_forgetting(run: str | Path | RunFolder, config: ForgettingSection | None = None, *, model=None,
+                   tokenizer=None, base_model=None) -> dict[str, Any]:
     """Check a finished run and write ``RUN_DIR/eval/forgetting.json``.
 
     An adapter run needs one model (the adapter is switched off for the base); a full
-    fine-tune loads the recipe's base model beside it. ``model``/``tokenizer`` reuse an
-    already loaded tuned model.
-    """
-    from ayar.eval.generate import load_for_inference
-    from ayar.govern.manifest import write_json_atomic
+    fine-tune needs the recipe's base model beside it.
 
-    run_dir = Path(run_dir)
+    Args:
+        run: the run folder (or its path).
+        model, tokenizer: the already loaded tuned model; None loads it.
+        base_model: a full fine-tune's base, already loaded; None loads it when needed.
+    """
+    from ayar.govern.manifest import write_json_atomic
+    from ayar.model.run_folder import load_for_inference
+
+    run = run if isinstance(run, RunFolder) else RunFolder.open(run)
     config = config or ForgettingSection()
     name, texts = general_texts(config.texts)
     if model is None:
-        model, tokenizer = load_for_inference(str(run_dir))
-    base = None
-    if not _is_peft(model):
-        from ayar.recipe import load_recipe
-
-        base, _ = load_for_inference(load_recipe(run_dir / "recipe.yaml").model.path)
-    result = forgetting_check(base, model, tokenizer, texts, config.threshold, dataset=name,
+        model, tokenizer = load_for_inference(run)
+    if _is_peft(model):
+        base_model = None  # the adapter is switched off instead
+    elif base_model is None:
+        base_model, _ = load_for_inference(run.base)
+    result = forgetting_check(base_model, model, tokenizer, texts, config.threshold, dataset=name,
                               max_length=config.max_length, batch_size=config.batch_size)
-    write_json_atomic(run_dir / "eval" / "forgetting.json", result)
+    write_json_atomic(run.eval_dir / "forgetting.json", result)
     return result

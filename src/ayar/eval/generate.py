@@ -2,83 +2,21 @@
 
 Prompts are rendered with the chat template (the generation prompt appended),
 tokenised without adding special tokens again, left-padded into batches, and
-decoded until every sequence has produced an end-of-turn token.
+decoded until every sequence has produced an end-of-turn token. Models are
+loaded by :func:`ayar.model.run_folder.load_for_inference`, re-exported here
+beside :func:`generate`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from ayar.chat.templates import end_of_turn_ids
-from ayar.errors import AyarError
+from ayar.model.run_folder import load_for_inference
 
-
-def resolve_target(target: str) -> tuple[str, str | None, str]:
-    """Work out what ``target`` names: (base model path, adapter folder or None, base quantization).
-
-    ``target`` may be a run folder written by ``ayar train`` (its ``adapter/`` or
-    ``model/``), a PEFT adapter folder, or a model folder / hub id.
-    """
-    path = Path(target)
-    if (path / "recipe.yaml").is_file():
-        from ayar.recipe import load_recipe
-
-        recipe = load_recipe(path / "recipe.yaml")
-        if (path / "adapter").is_dir():
-            return recipe.model.path, str(path / "adapter"), recipe.model.quantization
-        if (path / "model").is_dir():
-            return str(path / "model"), None, "none"
-        raise AyarError(f"{path}: run folder without adapter/ or model/; did training finish?")
-    if (path / "adapter_config.json").is_file():
-        import json
-
-        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        return base, str(path), "none"
-    return target, None, "none"
-
-
-def merged_init_adapter(target: str) -> str | None:
-    """The adapter a run merged into its base before training (``model.init_adapter``, mode merge), if any.
-
-    Such a run's own adapter only makes sense on top of that merged base.
-    """
-    recipe_path = Path(target) / "recipe.yaml"
-    if not recipe_path.is_file():
-        return None
-    from ayar.recipe import load_recipe
-    from ayar.train.reference import adapter_folder
-
-    m = load_recipe(recipe_path).model
-    if m.init_adapter and m.init_adapter_mode == "merge":
-        return str(adapter_folder(m.init_adapter))
-    return None
-
-
-def load_for_inference(target: str, *, dtype: str = "auto", chat_template: str | None = None):
-    """Load (model, tokenizer) ready to generate, in eval mode.
-
-    With an adapter, the tokenizer is the one saved beside it (it carries the
-    chat template used in training).
-    """
-    from ayar.model.load import DTYPES, bf16_supported, load_model, load_tokenizer
-
-    base, adapter, quantization = resolve_target(target)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = DTYPES.get(dtype) or (torch.bfloat16 if bf16_supported(device) else torch.float32)
-    tokenizer = load_tokenizer(adapter or base, chat_template=chat_template)
-    model = load_model(base, dtype=torch_dtype, device=device, quantization=quantization)
-    if adapter:
-        from peft import PeftModel
-
-        init = merged_init_adapter(target)
-        if init:  # a run that started from an earlier run's adapter, merged into the base before training
-            model = PeftModel.from_pretrained(model, init).merge_and_unload()
-        model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
-    return model, tokenizer
+__all__ = ["generate", "load_for_inference"]
 
 
 @torch.no_grad()

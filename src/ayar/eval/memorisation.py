@@ -4,7 +4,7 @@ Three measurements, written to ``RUN_DIR/eval/memorisation.json``:
 
 - **canary exposure** (Carlini et al. 2019): how much more likely the model finds the
   fake secrets ``prepare`` planted than other values of the same shape
-  (:mod:`ayar.eval.canary`);
+  (:mod:`ayar.eval.canary`; ``prepare`` plants them, :mod:`ayar.data.canary`);
 - **membership inference**: can a record's score tell training records from held-out
   ones? Two scores: the mean token log-likelihood (the loss attack, Yeom et al. 2018)
   and Min-K% Prob (Shi et al. 2023, "Detecting Pretraining Data from Large Language
@@ -28,41 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
 from ayar.errors import AyarError
-from ayar.section import Section
+from ayar.eval.config import MemorisationSection
+from ayar.model.run_folder import RunFolder
 
 if TYPE_CHECKING:
     import torch
 
 Item = str | Sequence[Mapping[str, str]]  # raw text, or a conversation rendered with the chat template
-
-
-class MemorisationSection(Section):
-    """``eval.memorisation``: settings of the memorisation audit."""
-
-    enabled: bool = Field(True, description="Run the memorisation audit after the comparison.")
-    canaries: str | None = Field(None, description=(
-        "The prepare manifest.json that records the planted canaries; null: manifest.json next to data.train, "
-        "when it records some (no canaries: exposure is not measured)."))
-    heldout: str | None = Field(None, description=(
-        "Records the model never trained on, for membership inference; null: data.val, else test.jsonl next to "
-        "data.train."))
-    candidates: int = Field(1000, ge=10, le=1_000_000, description=(
-        "Random candidate values each canary is ranked against (exposures above log2 of this are "
-        "extrapolated)."))
-    controls: int = Field(5, ge=0, le=100, description=(
-        "Fresh values never planted, scored like canaries: their exposure shows the chance level."))
-    max_records: int = Field(200, ge=2, le=100_000, description=(
-        "Training and held-out records scored (a seeded sample of each)."))
-    min_k: float = Field(20.0, gt=0, le=100, description="k of Min-K% Prob, in percent of a record's tokens.")
-    prefix_tokens: int = Field(32, ge=1, le=4096, description="Regurgitation: tokens of a record given as prompt.")
-    continuation_tokens: int = Field(32, ge=1, le=4096, description=(
-        "Regurgitation: tokens that must follow exactly (records shorter than prefix + continuation are skipped)."))
-    max_length: int = Field(512, ge=8, le=32_768, description="Longest text scored, in tokens (longer: truncated).")
-    batch_size: int = Field(8, ge=1, le=1024, description="Texts per forward pass.")
-    seed: int = Field(0, description="Seed of the record samples, canary candidates and controls.")
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -345,30 +318,33 @@ def planted_canaries(manifest: str | Path | None, train_path: str | Path) -> tup
     return entry, str(path) if entry else None
 
 
-def run_memorisation(run_dir: str | Path, config: MemorisationSection | None = None, *, model=None,
+def run_memorisation(run: str | Path | RunFolder, config: MemorisationSection | None = None, *, model=None,
                      tokenizer=None) -> dict[str, Any]:
     """Audit a finished run and write ``RUN_DIR/eval/memorisation.json``.
 
     Training records come from the run's ``data.train``; held-out ones and canaries as
-    :class:`MemorisationSection` says. ``model``/``tokenizer`` reuse an already loaded tuned model.
+    :class:`MemorisationSection` says.
+
+    Args:
+        run: the run folder (or its path).
+        model, tokenizer: the already loaded tuned model; None loads it.
 
     Returns:
         What was written (see :func:`memorisation_audit`), plus ``inputs`` (the files used).
     """
-    from ayar.eval.generate import load_for_inference
     from ayar.govern.manifest import write_json_atomic
-    from ayar.recipe import load_recipe
+    from ayar.model.run_folder import load_for_inference
 
-    run_dir = Path(run_dir)
+    run = run if isinstance(run, RunFolder) else RunFolder.open(run)
     config = config or MemorisationSection()
-    recipe = load_recipe(run_dir / "recipe.yaml")
+    recipe = run.recipe
     train_path = Path(recipe.data.train)
     heldout_path = config.heldout or recipe.data.val
     if heldout_path is None and train_path.with_name("test.jsonl").is_file():
         heldout_path = str(train_path.with_name("test.jsonl"))
     canaries, manifest = planted_canaries(config.canaries, train_path)
     if model is None:
-        model, tokenizer = load_for_inference(str(run_dir))
+        model, tokenizer = load_for_inference(run)
     result = memorisation_audit(
         model, tokenizer, read_items(train_path), read_items(heldout_path) if heldout_path else [],
         canaries=canaries, candidates=config.candidates, controls=config.controls, k=config.min_k,
@@ -376,7 +352,7 @@ def run_memorisation(run_dir: str | Path, config: MemorisationSection | None = N
         max_records=config.max_records, max_length=config.max_length, batch_size=config.batch_size,
         seed=config.seed)
     result["inputs"] = {"train": str(train_path), "heldout": heldout_path, "canaries_manifest": manifest}
-    write_json_atomic(run_dir / "eval" / "memorisation.json", result)
+    write_json_atomic(run.eval_dir / "memorisation.json", result)
     return result
 
 

@@ -13,7 +13,7 @@ Two measures, both from per-sequence log-probabilities (no generation):
   model's per-token mean log-probability of the chosen reply is higher than
   of the rejected one. The base has no implied reward, but it has this. "Base"
   is the model the run started from: its adapter switched off (which includes
-  a merged ``init_adapter``), or the base model of a full fine-tune.
+  a merged ``init_adapter``), or the model a full fine-tune started from.
 
 The pairs go through the training code's tokenisation and truncation
 (:func:`ayar.train.preference_data.read_pairs`), so they are scored exactly as
@@ -29,6 +29,7 @@ import torch
 from ayar.data.formats import detect_format
 from ayar.data.read import iter_jsonl
 from ayar.errors import AyarError
+from ayar.model.run_folder import RunFolder
 
 
 def is_preference_file(path: str | Path) -> bool:
@@ -54,47 +55,28 @@ def _prefers_chosen(model, objective, pairs, pad_id: int, batch_size: int) -> fl
     return wins / len(pairs)
 
 
-def starting_model(recipe):
-    """The model a run started from, in fp32 and eval mode: ``model.path`` with ``model.init_adapter``
-    merged in, or attached (continue mode), as :func:`ayar.train.reference.start_model` built it."""
-    from peft import PeftModel
-
-    from ayar.model.load import load_model
-    from ayar.train.reference import adapter_folder
-
-    m = recipe.model
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(m.path, dtype=torch.float32, revision=m.revision, trust_remote_code=m.trust_remote_code,
-                       device=device)
-    if m.init_adapter:
-        model = PeftModel.from_pretrained(model, str(adapter_folder(m.init_adapter)))
-        if m.init_adapter_mode == "merge":
-            model = model.merge_and_unload()
-    return model.eval()
-
-
 @torch.no_grad()
-def preference_scores(run_dir: str | Path, pairs_path: str | Path, *, n: int | None = None,
+def preference_scores(run: str | Path | RunFolder, pairs_path: str | Path, *, n: int | None = None,
                       batch_size: int = 8) -> dict:
     """Score a finished run on held-out preference pairs; see the module docstring.
+
+    Args:
+        run: the run folder (or its path).
 
     Raises:
         AyarError: not a run folder, or no usable pair in the file.
     """
     from accelerate import Accelerator
 
-    from ayar.eval.generate import load_for_inference
-    from ayar.recipe import load_recipe
+    from ayar.model.run_folder import load_for_inference, starting_model
     from ayar.train.loop import evaluate
     from ayar.train.objectives import PairObjective, Reference, make_objective
     from ayar.train.preference_data import read_pairs
     from ayar.train.preference_losses import PAIR_LOSSES
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "recipe.yaml").is_file():
-        raise AyarError(f"{run_dir}: not a run folder (no recipe.yaml)")
-    recipe = load_recipe(run_dir / "recipe.yaml")
-    model, tokenizer = load_for_inference(str(run_dir), dtype="fp32")
+    run = run if isinstance(run, RunFolder) else RunFolder.open(run)
+    recipe = run.recipe
+    model, tokenizer = load_for_inference(run, dtype=torch.float32)
     pairs, stats = read_pairs(str(pairs_path), tokenizer, recipe.data.max_length,
                               recipe.preference.max_prompt_length, "drop")
     pairs = pairs[:n] if n else pairs
@@ -106,7 +88,7 @@ def preference_scores(run_dir: str | Path, pairs_path: str | Path, *, n: int | N
     if hasattr(model, "disable_adapter") and not continuing:
         reference = Reference("adapter_disabled")  # the base, with a merged init adapter when there was one
     else:  # a full fine-tune or a continued adapter: rebuild the model the run started from
-        start = starting_model(recipe)
+        start = starting_model(run, dtype=torch.float32)
         reference = Reference("copy", start)
     if recipe.method in PAIR_LOSSES:
         objective = make_objective(recipe, reference)

@@ -89,7 +89,7 @@ def write_gguf_lora(job, staging: Path, final: Path):
 
 
 def gguf_safe(text: str) -> str:
-    from ayar.export.source import safe_name
+    from ayar.model.run_folder import safe_name
 
     return safe_name(text.replace("/", "-"))
 

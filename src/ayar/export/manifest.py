@@ -14,25 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from ayar import __version__
-from ayar.export.source import RunSource
 from ayar.fsutil import atomic_write
 from ayar.govern.manifest import (
-    MANIFEST_NAME,
     describe_folder,
     model_fingerprint,
     sha256_file,
     utc_now,
     write_json_atomic,
 )
+from ayar.model.run_folder import RunFolder
 
 EXPORT_MANIFEST = "export_manifest.json"
 EXPORT_MANIFEST_VERSION = 1
 EXPORTS_LOG = "exports.jsonl"
 
 
-def run_record(source: RunSource) -> dict[str, Any]:
+def run_record(source: RunFolder) -> dict[str, Any]:
     """Which run an export comes from: its folder, kind and the sha256 of its run manifest (None if absent)."""
-    run_manifest = source.run_dir / MANIFEST_NAME
+    run_manifest = source.run_manifest
     return {
         "path": str(source.run_dir.resolve()),
         "kind": source.kind,
@@ -41,7 +40,7 @@ def run_record(source: RunSource) -> dict[str, Any]:
     }
 
 
-def build_export_manifest(folder: Path, *, source: RunSource, fmt: str, dtype: str | None,
+def build_export_manifest(folder: Path, *, source: RunFolder, fmt: str, dtype: str | None,
                           details: dict[str, Any], verification: dict[str, Any] | None) -> dict[str, Any]:
     """The manifest of the export staged in ``folder``; call it after every other file is written.
 

@@ -15,54 +15,22 @@ import torch
 
 from ayar.chat.templates import end_of_turn_ids
 from ayar.errors import AyarError
-from ayar.export.source import RunSource
+from ayar.model.run_folder import RunFolder, load_for_inference
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def load_adapted(source: RunSource):
+def load_adapted(run: RunFolder):
     """Load the run's model in fp32 on the CPU, in eval mode, with its tokenizer.
 
     Returns:
-        ``(model, tokenizer)``: a ``PeftModel`` (base + unmerged adapter) for an adapter
-        run, the fine-tuned model for a full run. The tokenizer is the one saved in the
-        run (it carries the chat template training used). A quantised (QLoRA) run is
-        loaded on its unquantised base: merging into 4-bit weights is not meaningful.
+        ``(model, tokenizer)``: a ``PeftModel`` (base + unmerged adapter, on the base with
+        any merged ``init_adapter``) for an adapter run, the fine-tuned model for a full run.
+        The tokenizer is the one saved in the run (it carries the chat template training
+        used). A quantised (QLoRA) run is loaded on its unquantised base: merging into 4-bit
+        weights is not meaningful.
     """
-    from ayar.model.load import load_model
-
-    if not source.is_adapter:
-        model = load_model(str(source.weights_dir), dtype=torch.float32).eval()
-        return model, run_tokenizer(source.weights_dir, model.config)
-    from peft import PeftModel
-
-    from ayar.eval.generate import merged_init_adapter
-
-    base = load_model(source.base, dtype=torch.float32, revision=source.base_revision)
-    tokenizer = run_tokenizer(source.weights_dir, base.config)
-    init = merged_init_adapter(str(source.run_dir))
-    if init:  # the run trained on top of an earlier adapter merged into the base (e.g. DPO after SFT)
-        base = PeftModel.from_pretrained(base, init).merge_and_unload()
-    return PeftModel.from_pretrained(base, str(source.weights_dir)).eval(), tokenizer
-
-
-def run_tokenizer(folder: Path, config):
-    """The tokenizer saved in the run, loaded as the tokenizer class of the model ``config`` describes.
-
-    An adapter folder has no ``config.json``, and transformers picks some tokenizer
-    classes by model type (a Qwen2 model gets Qwen's digit-splitting pre-tokenizer);
-    passing the base config makes the tokenizer behave as it did in training and as
-    it will beside the merged weights.
-
-    Raises:
-        AyarError: the folder holds no loadable tokenizer.
-    """
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(folder), config=config)
-    except (OSError, ValueError) as exc:
-        raise AyarError(f"{folder}: cannot load the run's tokenizer: {exc}") from None
+    return load_for_inference(run, dtype=torch.float32, device=torch.device("cpu"), quantize=False)
 
 
 def merge(model):

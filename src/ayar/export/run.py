@@ -25,10 +25,10 @@ from typing import Any
 from ayar.errors import AyarError
 from ayar.export import gguf_export, verify, vllm
 from ayar.export import manifest as export_manifest
-from ayar.export.source import RunSource, read_run
 from ayar.fsutil import fsync_dir
 from ayar.govern import record as governance
 from ayar.govern.manifest import describe_folder, model_fingerprint, sha256_file
+from ayar.model.run_folder import RunFolder
 from ayar.ui import console
 
 FORMATS = ("adapter", "gguf", "gguf-lora", "vllm", "merged")  # also the order they are written in
@@ -59,12 +59,12 @@ class ExportResult:
 class _Job:
     """What every format writer gets."""
 
-    source: RunSource
+    source: RunFolder
     verify: bool
     dtype_name: str
     gguf_types: Sequence[str]
     max_shard_size: str
-    extra: list[RunSource]
+    extra: list[RunFolder]
     model: Any = None  # merged model, fp32 until `merged` casts it
     tokenizer: Any = None
     checks: dict[str, Any] = field(default_factory=dict)
@@ -98,12 +98,10 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
             unsupported model, or a failed verification (:class:`~ayar.export.verify.VerificationError`).
         GateError: the run fails its release gate (see :mod:`ayar.govern.gates`) and ``no_gate`` is false.
     """
-    source = read_run(run_dir)
+    source = RunFolder.open(run_dir)
     gate = governance.gate_for_release(source.run_dir, no_gate, "export")  # raises GateError when it fails
     formats = _check_request(source, formats, dtype, gguf_types, verify, extra_adapters)
-    from ayar.eval.generate import merged_init_adapter
-
-    chained = merged_init_adapter(str(source.run_dir))
+    chained = source.merged_init_adapter
     if chained and {"adapter", "vllm", "gguf-lora"} & set(formats):
         raise AyarError(f"{source.run_dir} trained its adapter on a base with {chained} merged in "
                         "(model.init_adapter); the adapter alone does not reproduce it. Export --format merged "
@@ -112,7 +110,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
     existing = [str(out / f) for f in formats if (out / f).exists()]
     if existing and not overwrite:
         raise AyarError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or --out elsewhere")
-    job = _Job(source, verify, dtype, tuple(gguf_types), max_shard_size, [read_run(r) for r in extra_adapters])
+    job = _Job(source, verify, dtype, tuple(gguf_types), max_shard_size, [RunFolder.open(r) for r in extra_adapters])
     _check_extra_adapters(job)
     if {"merged", "gguf", "gguf-lora"} & set(formats) or ("vllm" in formats and source.kind != "lora"):
         _load_merged(job)
@@ -134,7 +132,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
     return results
 
 
-def _check_request(source: RunSource, formats: Sequence[str], dtype: str, gguf_types: Sequence[str],
+def _check_request(source: RunFolder, formats: Sequence[str], dtype: str, gguf_types: Sequence[str],
                    verify: bool, extra: Sequence[str | Path]) -> list[str]:
     """The formats in writing order, after checking everything asked for; every problem is reported at once."""
     from ayar.export.gguf import QUANT_FTYPES, check_types
@@ -234,19 +232,19 @@ def _write_adapter(job: _Job, staging: Path, final: Path):
                                  "lora_rank": job.source.lora_rank, "adapter_config": config.name}, checks, None, how
 
 
-def _copy_adapter(source: RunSource, folder: Path) -> None:
+def _copy_adapter(source: RunFolder, folder: Path) -> None:
     """The adapter and its tokenizer files (everything in ``adapter/``), copied."""
     shutil.copytree(source.weights_dir, folder, dirs_exist_ok=True)
 
 
-def _check_copy(source: RunSource, folder: Path) -> dict:
+def _check_copy(source: RunFolder, folder: Path) -> dict:
     """The copied adapter files hash as the run's do, and as the run manifest recorded them at training time."""
     import json
 
     ours, theirs = describe_folder(folder), describe_folder(source.weights_dir)
     if any(theirs[name] != ours.get(name) for name in theirs):
         raise verify.VerificationError(f"{folder}: the copied adapter differs from {source.weights_dir}")
-    run_manifest = source.run_dir / "run_manifest.json"
+    run_manifest = source.run_manifest
     if not run_manifest.is_file():
         return {"files_identical": True, "matches_run_manifest": None}
     outputs = json.loads(run_manifest.read_text(encoding="utf-8")).get("outputs", {})
@@ -261,7 +259,6 @@ def _check_copy(source: RunSource, folder: Path) -> dict:
 
 def _write_vllm(job: _Job, staging: Path, final: Path):
     from ayar.chat.templates import end_of_turn_ids
-    from ayar.export.merge import run_tokenizer
 
     checks: dict[str, Any] | None = {} if job.verify else None
     if job.source.kind == "lora":
@@ -271,7 +268,7 @@ def _write_vllm(job: _Job, staging: Path, final: Path):
             adapters.append((run.name, f"adapters/{run.name}"))
             if checks is not None:
                 checks[run.name] = _check_copy(run, staging / "adapters" / run.name)
-        tokenizer = job.tokenizer or _adapter_tokenizer(job.source, run_tokenizer)
+        tokenizer = job.tokenizer or _adapter_tokenizer(job.source)
         plan = vllm.VllmPlan(job.source.base, tuple(adapters), max(r.lora_rank for r in [job.source, *job.extra]),
                              job.source.name, tuple(end_of_turn_ids(tokenizer)))
         dtype_written = None
@@ -288,10 +285,14 @@ def _write_vllm(job: _Job, staging: Path, final: Path):
     return ["serve.sh", "client.py"], details, checks, dtype_written, vllm.instructions(str(final), plan)
 
 
-def _adapter_tokenizer(source: RunSource, run_tokenizer):
+def _adapter_tokenizer(source: RunFolder):
+    """The run's tokenizer, without loading any weights (the base's config picks its class)."""
     from transformers import AutoConfig
 
-    return run_tokenizer(source.weights_dir, AutoConfig.from_pretrained(source.base, revision=source.base_revision))
+    from ayar.model.load import load_tokenizer
+
+    config = AutoConfig.from_pretrained(source.base, revision=source.base_revision)
+    return load_tokenizer(str(source.weights_dir), config=config)
 
 
 def _target_dtype(job: _Job):

@@ -10,7 +10,10 @@ def attach_adapter(model, cfg: AdapterSection):
 
     LoRA (Hu et al. 2021) learns ``W + (alpha/r) B A``; rsLoRA (Kalajdzievski 2023)
     scales by ``alpha/sqrt(r)``; DoRA (Liu et al. 2024) also learns a per-column
-    magnitude. ``full`` trains every parameter.
+    magnitude. ``full`` trains every parameter. ``train_embeddings`` adds trainable
+    embedding rows (peft's trainable tokens: a delta on the chosen rows only, saved
+    in the adapter and folded in by a merge); on an untied model the output rows of
+    the same tokens are trained too.
 
     Returns:
         A ``PeftModel`` for adapters, or the model itself for full fine-tuning.
@@ -29,8 +32,33 @@ def attach_adapter(model, cfg: AdapterSection):
         use_rslora=cfg.rslora,
         use_dora=cfg.type == "dora",
         task_type="CAUSAL_LM",
+        trainable_token_indices=trainable_rows(model, cfg.train_embeddings),
     )
     return get_peft_model(model, config)
+
+
+def trainable_rows(model, which: str) -> dict[str, list[int]] | None:
+    """``trainable_token_indices`` for peft: embedding module name -> the row ids to train.
+
+    Args:
+        model: the base model; for ``new`` it must have been loaded from a folder written by
+            ``ayar tokenizer extend`` (the new ids are read from there).
+        which: ``none``, ``new`` or ``all``.
+
+    Raises:
+        AyarError: ``new`` on a model that was not extended.
+    """
+    if which == "none":
+        return None
+    from ayar.tokenizer.extend import new_token_ids
+
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    ids = new_token_ids(model.name_or_path) if which == "new" else list(range(inp.weight.shape[0]))
+    names = {module: name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+    rows = {names[inp]: ids}
+    if out is not None and out.weight.data_ptr() != inp.weight.data_ptr():  # untied: train the output rows too
+        rows[names[out]] = ids
+    return rows
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -36,41 +36,51 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
-def resolve_dtype(name: str, device: torch.device, *, full_finetune: bool = False) -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device, *, full_finetune: bool = False,
+                  autocast: torch.dtype | None = torch.bfloat16) -> torch.dtype:
     """Weight dtype for ``model.dtype``.
 
     ``auto`` is bf16 for a frozen base under an adapter when the device supports
-    it, and fp32 for full fine-tuning (AdamW on bf16 weights loses small updates).
+    it and training autocasts to bf16: autocast would cast every frozen fp32
+    weight to bf16 at every matmul of every step anyway, so storing it in bf16
+    saves those casts and half the memory (tests/train/test_frozen_dtype.py
+    bounds the difference). fp32 for full fine-tuning (AdamW on bf16 weights
+    loses small updates) and for fp32 training.
     """
     if name != "auto":
         return DTYPES[name]
-    if not full_finetune and bf16_supported(device):
+    if not full_finetune and autocast == torch.bfloat16 and bf16_supported(device):
         return torch.bfloat16
     return torch.float32
 
 
-def _check_source(path: str) -> None:
+def check_source(path: str) -> None:
+    """Raise a clear error for a local-looking model path that is not a folder (no network is touched)."""
     looks_local = path.startswith((".", "/", "~")) or Path(path).exists()
     if looks_local and not Path(path).expanduser().is_dir():
         raise AyarError(f"model.path: folder {path} does not exist; build a tiny one with `ayar model tiny`")
 
 
 def load_tokenizer(path: str, *, chat_template: str | None = None, revision: str | None = None,
-                   trust_remote_code: bool = False):
+                   trust_remote_code: bool = False, config=None):
     """Load a tokenizer and make sure it can render conversations.
 
     Args:
         path: hub id or local folder.
         chat_template: bundled template name or .jinja path, replacing the tokenizer's own.
+        config: the model's config, for a folder without ``config.json`` (an adapter): transformers
+            picks some tokenizer classes by model type, so the tokenizer then behaves as beside its model.
 
     Raises:
         AyarError: the model cannot be found, or it has no chat template and none was named.
     """
     from transformers import AutoTokenizer
 
-    _check_source(path)
+    check_source(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        extra = {"config": config} if config is not None else {}
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
+                                                  **extra)
     except (OSError, ValueError) as exc:
         raise AyarError(f"model.path: cannot load a tokenizer from {path!r}: {_first_line(exc)}") from None
     apply_template(tokenizer, chat_template)
@@ -114,7 +124,7 @@ def load_model(path: str, *, dtype: torch.dtype = torch.float32, revision: str |
     """
     from transformers import AutoModelForCausalLM
 
-    _check_source(path)
+    check_source(path)
     quant = quantization_config(quantization, dtype)
     extra = {"quantization_config": quant, "device_map": {"": device or "cpu"}} if quant else {}
     try:

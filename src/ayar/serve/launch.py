@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from ayar.errors import AyarError
 from ayar.serve.protocol import OpenAIError
 
@@ -93,9 +91,9 @@ def build(options: ServeOptions):
         AyarError: a bad option, a model or adapter that cannot be loaded, a name used twice, a run that
             fails its release gate (without ``no_gate``).
     """
-    from ayar.eval.generate import resolve_target
     from ayar.govern.record import ServeAudit
-    from ayar.model.load import DTYPES, bf16_supported, load_model, load_tokenizer
+    from ayar.model.load import DTYPES
+    from ayar.model.run_folder import load_for_inference, model_spec
     from ayar.serve.app import create_app
     from ayar.serve.engine import Engine
     from ayar.serve.models import ModelHost
@@ -108,27 +106,21 @@ def build(options: ServeOptions):
     adapters = [parse_adapter(s) for s in options.adapters]
     routes = [parse_ab(s) for s in options.ab]
 
-    base, run_adapter, quantization = resolve_target(options.target)
-    if run_adapter is not None:
-        adapters.insert(0, (served_name(options.target), run_adapter))
-        base_name = served_name(base)
+    spec = model_spec(options.target)
+    base_name = served_name(spec.base)
+    if spec.adapter is not None:
+        adapters.insert(0, (served_name(options.target), str(spec.adapter)))
     else:
         base_name = served_name(options.target)
+    if spec.init_adapter is not None:  # the run's adapter was trained on the base with an earlier adapter merged in
+        init = spec.init_adapter
+        base_name = f"{base_name}@{served_name(str(init.parent if init.name == 'adapter' else init))}"
+    base = spec.base
     audit = ServeAudit(options.no_gate, options.target)
     gates = {path: audit.admit(path) for path in (base, *(p for _, p in adapters))}  # before loading anything
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = DTYPES.get(options.dtype) or (torch.bfloat16 if bf16_supported(device) else torch.float32)
-    # A run's adapter folder carries the tokenizer (and chat template) it was trained with.
-    tokenizer = load_tokenizer(run_adapter or base)
-    model = load_model(base, dtype=dtype, device=device, quantization=quantization).eval()
-    from ayar.eval.generate import merged_init_adapter
-
-    init = merged_init_adapter(options.target) if run_adapter is not None else None
-    if init:  # the run's adapter was trained on the base with an earlier adapter merged in (e.g. DPO after SFT)
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, init).merge_and_unload().eval()
-        base_name = f"{base_name}@{served_name(str(Path(init).parent if Path(init).name == 'adapter' else init))}"
+    # The base (with any merged init adapter); the adapters are hosted by name on top of it. A run's
+    # adapter folder carries the tokenizer (and chat template) it was trained with.
+    model, tokenizer = load_for_inference(spec, dtype=options.dtype, with_adapter=False)
 
     host = ModelHost(model, tokenizer, base_name, ab_log=options.ab_log if routes else None)
     try:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,7 +23,12 @@ from ayar.errors import AyarError
 from ayar.train.batching import micro_batches
 from ayar.train.checkpoint import LoopState, load_checkpoint, prune_checkpoints, save_checkpoint
 from ayar.train.losses import count_targets
-from ayar.train.objectives import LMObjective
+from ayar.train.objectives import Batch, LMObjective, Objective
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from ayar.recipe import TrainSection
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -42,7 +48,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
-def total_steps(n_examples: int, cfg) -> int:
+def total_steps(n_examples: int, cfg: TrainSection) -> int:
     """Optimizer steps the run will take: ``max_steps``, or ``epochs`` worth of steps."""
     if cfg.max_steps:
         return cfg.max_steps
@@ -50,7 +56,7 @@ def total_steps(n_examples: int, cfg) -> int:
     return max(1, math.ceil(cfg.epochs * per_epoch))
 
 
-def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
     """AdamW over trainable parameters; matrices decay, biases and norms do not."""
     decay, no_decay = [], []
     for p in model.parameters():
@@ -60,7 +66,7 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=cfg.adam_betas)
 
 
-def make_scheduler(optimizer, cfg, steps: int):
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainSection, steps: int):
     from transformers import get_scheduler
 
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.scheduler]
@@ -71,7 +77,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def _reduce(accelerator, values: dict[str, torch.Tensor | float]) -> dict[str, torch.Tensor]:
+def _reduce(accelerator: Accelerator, values: dict[str, torch.Tensor | float]) -> dict[str, torch.Tensor]:
     """Sum each value over processes (keys in the same order everywhere)."""
     if not values:
         return {}
@@ -90,8 +96,9 @@ def _stats_record(sums: dict, counts: dict) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate(loss_model, examples: Sequence, pad_id: int, batch_size: int,
-             accelerator, amp: torch.dtype | None = None, objective=None) -> tuple[float, dict[str, float]]:
+def evaluate(loss_model: torch.nn.Module, examples: Sequence, pad_id: int, batch_size: int,
+             accelerator: Accelerator, amp: torch.dtype | None = None,
+             objective: Objective | None = None) -> tuple[float, dict[str, float]]:
     """Loss over ``examples`` (each term's sum over its count) and the objective's statistics."""
     objective = objective or LMObjective()
     was_training = loss_model.training
@@ -169,7 +176,8 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))
 
 
-def _read_step(stream, train_examples, cfg, rank: int, world: int, pad_id: int, objective) -> list[dict]:
+def _read_step(stream, train_examples: Sequence, cfg: TrainSection, rank: int, world: int, pad_id: int,
+               objective: Objective) -> list[Batch]:
     """The micro-batches of one optimizer step, this process's share of each."""
     batches = []
     for _ in range(cfg.gradient_accumulation_steps):
@@ -190,7 +198,8 @@ class StepResult:
     stats: dict[str, float]
 
 
-def _accumulate(loss_model, batches, accelerator, amp, scaler, objective) -> StepResult:
+def _accumulate(loss_model: torch.nn.Module, batches: list[Batch], accelerator: Accelerator,
+                amp: torch.dtype | None, scaler, objective: Objective) -> StepResult:
     """Forward and backward over one step's micro-batches.
 
     Each loss term is divided by its count over the whole step and all
@@ -226,7 +235,8 @@ def _accumulate(loss_model, batches, accelerator, amp, scaler, objective) -> Ste
     return StepResult(loss, tokens, target_tokens, stats)
 
 
-def _apply_update(optimizer, scheduler, scaler, params, cfg, accelerator, loss: float, state: LoopState) -> float:
+def _apply_update(optimizer: torch.optim.Optimizer, scheduler, scaler, params, cfg: TrainSection,
+                  accelerator: Accelerator, loss: float, state: LoopState) -> float:
     """Clip and apply the accumulated gradient, or skip it when loss or norm is not finite."""
     if scaler:
         scaler.unscale_(optimizer)
@@ -251,17 +261,17 @@ def _apply_update(optimizer, scheduler, scaler, params, cfg, accelerator, loss: 
 def fit(
     model: torch.nn.Module,
     train_examples: Sequence,
-    cfg,
+    cfg: TrainSection,
     *,
     pad_id: int,
     val_examples: Sequence = (),
-    accelerator=None,
+    accelerator: Accelerator | None = None,
     log: Callable[[dict], None] | None = None,
     progress=None,
     warn: Callable[[str], None] | None = None,
     checkpointing: Checkpointing | None = None,
     stop: StopRequest | None = None,
-    objective=None,
+    objective: Objective | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``train_examples`` with the recipe's ``train`` section.
 
@@ -296,7 +306,7 @@ def fit(
     warn = warn or (lambda message: None)
     torch.manual_seed(cfg.seed)
     steps = total_steps(len(train_examples), cfg)
-    objective = objective or LMObjective()
+    objective = objective or LMObjective(cfg.loss_chunk_size)
     loss_model = objective.wrap(model)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps)

@@ -25,24 +25,72 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ayar.chat.tokenize import IGNORE_INDEX as IGNORE
 from ayar.train.batching import collate
-from ayar.train.losses import TargetLoss, count_targets, scale_logits, unwrap
+from ayar.train.losses import TargetLoss, count_targets, target_logps, unwrap
 from ayar.train.preference_data import KtoItem, PairExample
 from ayar.train.preference_losses import PAIR_LOSSES, LossSpec, SeqLogps, kto
 
+if TYPE_CHECKING:
+    from ayar.recipe import Recipe
+
+Batch = dict[str, torch.Tensor]  # collated micro-batch: input_ids, labels, attention_mask, ... (rows, seq)
+Terms = dict[str, torch.Tensor]  # count name -> summed loss term (a scalar)
+Stats = dict[str, tuple[torch.Tensor, torch.Tensor]]  # statistic name -> (sum, count), reduced as sum / count
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What the training loop needs from a method: batches, loss terms, and the counts they are normalised by.
+
+    ``wrap(model)`` returns a module called as ``module(**batch) -> (Terms, Stats)``; the loop
+    divides each term by ``counts(batch)[name]`` summed over the optimizer step and all processes.
+    """
+
+    needs_reference: bool
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module that turns a batch into (summed loss terms, statistics)."""
+        ...
+
+    def collate(self, examples: Sequence[Any], pad_id: int) -> Batch:
+        """Pad ``examples`` into one micro-batch (on the CPU)."""
+        ...
+
+    def counts(self, batch: Batch) -> dict[str, float]:
+        """What each loss term of this batch is normalised by (target tokens, pairs, ...)."""
+        ...
+
+    def silence(self, batch: Batch) -> None:
+        """Make the batch contribute no loss (a process with no share of a short last batch), in place."""
+        ...
+
+
+@runtime_checkable
+class ReferenceObjective(Objective, Protocol):
+    """An objective that compares the policy with a reference model (DPO, KTO): its log-probs can be
+    computed on the fly or precomputed once (:func:`precompute_reference`)."""
+
+    reference: Reference | None
+
+    def reference_rows(self, policy: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference log-probs of the batch: (chosen, rejected) per pair, or (completion, KL row) for KTO."""
+        ...
+
 
 def sequence_logps(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
-                   attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   attention_mask: torch.Tensor | None = None,
+                   chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probability of each row's target tokens, and their count.
 
     Like :class:`~ayar.train.losses.TargetLoss`, the output projection runs only at
-    positions whose next token is a target.
+    positions whose next token is a target, ``chunk_size`` of them at a time
+    (:func:`~ayar.train.losses.target_logps`).
 
     Returns:
         ``(sums, counts)``, each of shape (rows,); sums in at least fp32.
@@ -52,11 +100,7 @@ def sequence_logps(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tens
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     mask = targets.ne(IGNORE)  # (rows, seq-1)
-    logits = inner.get_output_embeddings()(hidden[:, :-1][mask])  # (n_targets, vocab)
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    logits = scale_logits(inner.config, logits)
-    token_logps = -F.cross_entropy(logits, targets[mask], reduction="none")
+    token_logps = target_logps(inner, hidden[:, :-1][mask], targets[mask], chunk_size)  # (n_targets,)
     rows = mask.nonzero()[:, 0]
     sums = torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=token_logps.device)
     return sums.index_add(0, rows, token_logps), mask.sum(dim=1)
@@ -83,7 +127,8 @@ class Reference:
         self.kind, self.model = kind, model
 
     @torch.no_grad()
-    def logps(self, policy: nn.Module, input_ids, labels, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    def logps(self, policy: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
+              attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "copy":
             device = next(self.model.parameters()).device
             sums, counts = sequence_logps(self.model, input_ids.to(device), labels.to(device),
@@ -104,25 +149,28 @@ class LMObjective:
 
     needs_reference = False
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        return _LMTerms(model)
+    def __init__(self, chunk_size: int | None = None):
+        self.chunk_size = chunk_size  # target positions per head chunk (None: by vocabulary size)
 
-    def collate(self, examples: Sequence, pad_id: int) -> dict[str, torch.Tensor]:
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return _LMTerms(model, self.chunk_size)
+
+    def collate(self, examples: Sequence[Any], pad_id: int) -> Batch:
         return collate(examples, pad_id)
 
-    def counts(self, batch: dict) -> dict[str, float]:
+    def counts(self, batch: Batch) -> dict[str, float]:
         return {"tokens": float(count_targets(batch["labels"]))}
 
-    def silence(self, batch: dict) -> None:
+    def silence(self, batch: Batch) -> None:
         batch["labels"].fill_(IGNORE)
 
 
 class _LMTerms(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, chunk_size: int | None = None):
         super().__init__()
-        self.loss = TargetLoss(model)
+        self.loss = TargetLoss(model, chunk_size)
 
-    def forward(self, **batch):
+    def forward(self, **batch: torch.Tensor) -> tuple[Terms, Stats]:
         loss_sum, _ = self.loss(**batch)
         return {"tokens": loss_sum}, {}
 
@@ -130,19 +178,21 @@ class _LMTerms(nn.Module):
 class PairObjective:
     """DPO, ORPO, CPO, SimPO: chosen and rejected rows in one forward pass."""
 
-    def __init__(self, spec: LossSpec, params: dict, nll_weight: float = 0.0, reference: Reference | None = None):
+    def __init__(self, spec: LossSpec, params: dict, nll_weight: float = 0.0, reference: Reference | None = None,
+                 chunk_size: int | None = None):
         self.spec, self.params, self.nll_weight, self.reference = spec, params, nll_weight, reference
+        self.chunk_size = chunk_size
         self.needs_reference = spec.needs_reference
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return _PairTerms(model, self)
 
-    def collate(self, examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+    def collate(self, examples: Sequence[PairExample], pad_id: int) -> Batch:
         rows = [e.rows()[0] for e in examples] + [e.rows()[1] for e in examples]
         batch = _pad_rows(rows, pad_id)
         return _with_weights_and_refs(batch, examples)
 
-    def counts(self, batch: dict) -> dict[str, float]:
+    def counts(self, batch: Batch) -> dict[str, float]:
         n = len(batch["weight"])
         chosen_tokens = batch["labels"][:n, 1:].ne(IGNORE).sum(dim=1).to(batch["weight"].dtype)
         out = {"pairs": float(batch["weight"].sum())}
@@ -150,11 +200,11 @@ class PairObjective:
             out["chosen_tokens"] = float((chosen_tokens * batch["weight"]).sum())
         return out
 
-    def silence(self, batch: dict) -> None:
+    def silence(self, batch: Batch) -> None:
         batch["weight"].zero_()
 
     @torch.no_grad()
-    def reference_rows(self, policy: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def reference_rows(self, policy: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference log-probs of each pair's chosen and rejected reply."""
         ref = self.reference.logps(policy, batch["input_ids"], batch["labels"], batch["attention_mask"])[0]
         n = batch["weight"].shape[0]
@@ -166,10 +216,11 @@ class _PairTerms(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, input_ids, labels, attention_mask, weight, ref=None):
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor,
+                weight: torch.Tensor, ref: torch.Tensor | None = None) -> tuple[Terms, Stats]:
         obj = self.objective
         n = weight.shape[0]
-        sums, counts = sequence_logps(self.model, input_ids, labels, attention_mask)
+        sums, counts = sequence_logps(self.model, input_ids, labels, attention_mask, obj.chunk_size)
         policy = SeqLogps(sums[:n], sums[n:], counts[:n], counts[n:])
         reference = None
         if obj.needs_reference:
@@ -205,34 +256,34 @@ class KtoObjective:
 
     needs_reference = True
 
-    def __init__(self, params: dict, reference: Reference | None = None):
-        self.params, self.reference = params, reference
+    def __init__(self, params: dict, reference: Reference | None = None, chunk_size: int | None = None):
+        self.params, self.reference, self.chunk_size = params, reference, chunk_size
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return _KtoTerms(model, self)
 
-    def collate(self, examples: Sequence[KtoItem], pad_id: int) -> dict[str, torch.Tensor]:
+    def collate(self, examples: Sequence[KtoItem], pad_id: int) -> Batch:
         batch = _pad_rows([e.rows()[0] for e in examples], pad_id)
         kl = _pad_rows([e.rows()[1] for e in examples], pad_id)
         batch.update({f"kl_{k}": v for k, v in kl.items()})
         batch["desirable"] = torch.tensor([e.desirable for e in examples], dtype=torch.bool)
         return _with_weights_and_refs(batch, examples)
 
-    def counts(self, batch: dict) -> dict[str, float]:
+    def counts(self, batch: Batch) -> dict[str, float]:
         return {"examples": float(batch["weight"].sum())}
 
-    def silence(self, batch: dict) -> None:
+    def silence(self, batch: Batch) -> None:
         batch["weight"].zero_()
 
     @torch.no_grad()
-    def reference_rows(self, policy: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def reference_rows(self, policy: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         ref = self.reference.logps(policy, batch["input_ids"], batch["labels"], batch["attention_mask"])[0]
         ref_kl = self.reference.logps(policy, batch["kl_input_ids"], batch["kl_labels"],
                                       batch["kl_attention_mask"])[0]
         return ref, ref_kl
 
 
-def _with_weights_and_refs(batch: dict, examples: Sequence) -> dict[str, torch.Tensor]:
+def _with_weights_and_refs(batch: Batch, examples: Sequence[PairExample] | Sequence[KtoItem]) -> Batch:
     """Add each example's loss weight (1; 0 silences it) and, when precomputed, its reference log-probs."""
     batch["weight"] = torch.ones(len(examples))
     if examples and examples[0].ref is not None:
@@ -254,12 +305,13 @@ class _KtoTerms(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, input_ids, labels, attention_mask, kl_input_ids, kl_labels, kl_attention_mask, desirable,
-                weight, ref=None):
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor,
+                kl_input_ids: torch.Tensor, kl_labels: torch.Tensor, kl_attention_mask: torch.Tensor,
+                desirable: torch.Tensor, weight: torch.Tensor, ref: torch.Tensor | None = None) -> tuple[Terms, Stats]:
         obj = self.objective
-        policy, _ = sequence_logps(self.model, input_ids, labels, attention_mask)
+        policy, _ = sequence_logps(self.model, input_ids, labels, attention_mask, obj.chunk_size)
         with torch.no_grad():  # the reference point gets no gradient (as in the paper)
-            policy_kl, _ = sequence_logps(self.model, kl_input_ids, kl_labels, kl_attention_mask)
+            policy_kl, _ = sequence_logps(self.model, kl_input_ids, kl_labels, kl_attention_mask, obj.chunk_size)
         if ref is not None:
             ref, ref_kl = ref[:, 0], ref[:, 1]
         else:
@@ -308,9 +360,10 @@ def _examples_digest(examples: Sequence) -> str:
     return h.hexdigest()
 
 
-def precompute_reference(objective, policy: nn.Module, example_sets: Sequence[Sequence], *, pad_id: int,
-                         batch_size: int, amp: torch.dtype | None, device: torch.device, key_parts: dict,
-                         folder: str | Path | None, use_cache: bool = True) -> tuple[Path | None, bool]:
+def precompute_reference(objective: ReferenceObjective, policy: nn.Module, example_sets: Sequence[Sequence], *,
+                         pad_id: int, batch_size: int, amp: torch.dtype | None, device: torch.device,
+                         key_parts: dict, folder: str | Path | None,
+                         use_cache: bool = True) -> tuple[Path | None, bool]:
     """Fill each example's reference log-probs, from the cache or by one pass with the reference.
 
     The cache file is named by a hash of ``key_parts`` (model weights, adapter,
@@ -358,20 +411,21 @@ def precompute_reference(objective, policy: nn.Module, example_sets: Sequence[Se
     return path, False
 
 
-def _assign(examples: Sequence, first: list[float], second: list[float]) -> None:
+def _assign(examples: Sequence[PairExample] | Sequence[KtoItem], first: list[float], second: list[float]) -> None:
     for e, a, b in zip(examples, first, second, strict=True):
         e.ref = (a, b)
 
 
-def make_objective(recipe, reference: Reference | None):
+def make_objective(recipe: Recipe, reference: Reference | None) -> Objective:
     """The objective for the recipe's method (a language-modelling one for pretrain and sft)."""
     cfg = recipe.method_config()
+    chunk = recipe.train.loss_chunk_size
     if cfg is None:
-        return LMObjective()
+        return LMObjective(chunk)
     params = cfg.model_dump()
     if recipe.method == "kto":
-        return KtoObjective(params, reference)
+        return KtoObjective(params, reference, chunk)
     losses = PAIR_LOSSES[recipe.method]
     spec = losses[params.pop("loss")] if "loss" in params else next(iter(losses.values()))
     nll = params.pop(spec.nll_weight_field) if spec.nll_weight_field else 0.0
-    return PairObjective(spec, params, nll, reference if spec.needs_reference else None)
+    return PairObjective(spec, params, nll, reference if spec.needs_reference else None, chunk)

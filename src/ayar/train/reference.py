@@ -12,59 +12,34 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 
-from ayar.errors import AyarError
+from ayar.model.run_folder import adapter_folder, attach_init_adapter
 from ayar.train.objectives import Reference
 
 
-def adapter_folder(target: str) -> Path:
-    """The PEFT adapter folder named by ``model.init_adapter`` (a run folder or the adapter itself)."""
-    path = Path(target)
-    if (path / "adapter_config.json").is_file():
-        return path
-    if (path / "adapter" / "adapter_config.json").is_file():
-        return path / "adapter"
-    raise AyarError(f"model.init_adapter: {target} is neither a PEFT adapter folder nor a run folder with "
-                    "adapter/ (did that run finish? full fine-tunes are used as model.path instead)")
-
-
 def start_model(model, recipe):
-    """Apply ``model.init_adapter``; returns (model, whether the adapter is already attached)."""
-    from peft import PeftModel
+    """Apply ``model.init_adapter``; returns (model, whether the adapter is already attached).
 
+    The recipe's conflicts (a chain of init adapters, merging into a quantised base) were
+    reported when it loaded, before any weights (:meth:`ayar.recipe.Recipe.conflicts`,
+    :func:`ayar.recipe.file_problems`).
+    """
     m = recipe.model
     if not m.init_adapter:
         return model, False
     folder = adapter_folder(m.init_adapter)
-    earlier = folder.parent / "recipe.yaml"
-    if folder.name == "adapter" and earlier.is_file():
-        from ayar.recipe import load_recipe
-
-        if load_recipe(earlier).model.init_adapter:
-            raise AyarError(f"model.init_adapter: {m.init_adapter} itself started from another adapter; chains of "
-                            "init adapters are not supported. Export that run with `ayar export RUN --format merged` "
-                            "and use the merged folder as model.path")
-    if m.init_adapter_mode == "continue":
-        return PeftModel.from_pretrained(model, str(folder), is_trainable=True), True
-    if m.quantization != "none":
-        raise AyarError("model.init_adapter_mode merge cannot merge into a quantised base; use "
-                        "init_adapter_mode: continue (with preference.reference: precompute) or no quantization")
-    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload(), False
+    return attach_init_adapter(model, folder, m.init_adapter_mode, trainable=True), m.init_adapter_mode == "continue"
 
 
 def reference_kind(recipe) -> str:
-    """The reference the recipe asks for, with ``auto`` resolved; checked against the adapter setup."""
+    """The reference the recipe asks for, with ``auto`` resolved (the recipe checked it fits the adapter)."""
     kind = recipe.preference.reference
     continuing = bool(recipe.model.init_adapter) and recipe.model.init_adapter_mode == "continue"
     full = recipe.adapter.type == "full"
     if kind == "auto":
         kind = "precompute" if continuing else "copy" if full else "adapter_disabled"
-    if kind == "adapter_disabled" and full:
-        raise AyarError("preference.reference adapter_disabled needs an adapter; with adapter.type full use copy "
-                        "or precompute")
     return kind
 
 
@@ -81,10 +56,7 @@ def make_reference(kind: str, model, recipe, device) -> Reference:
         return Reference("adapter_disabled" if fresh_adapter else "policy")
     # copy
     target = torch.device(p.reference_device) if p.reference_device else device
-    if p.reference_quantization != "none":
-        if recipe.model.init_adapter:
-            raise AyarError("preference.reference_quantization loads the reference from model.path and cannot "
-                            "include model.init_adapter; use precompute instead")
+    if p.reference_quantization != "none":  # the recipe made sure there is no init_adapter to include
         m = recipe.model
         ref = load_model(m.path, dtype=resolve_dtype(m.dtype, target, full_finetune=False), revision=m.revision,
                          trust_remote_code=m.trust_remote_code, device=target, quantization=p.reference_quantization)

@@ -27,7 +27,8 @@ import torch
 import yaml
 
 from ayar.errors import AyarError
-from ayar.recipe import Recipe
+from ayar.model.run_folder import adapter_folder
+from ayar.recipe import Recipe, check_recipe_files
 from ayar.train.batching import pack, padding_fraction
 from ayar.train.checkpoint import complete_checkpoints
 from ayar.train.loop import (
@@ -41,7 +42,7 @@ from ayar.train.loop import (
 )
 from ayar.train.methods import METHODS
 from ayar.train.objectives import files_digest, make_objective, precompute_reference
-from ayar.train.reference import adapter_folder, make_reference, reference_kind, start_model
+from ayar.train.reference import make_reference, reference_kind, start_model
 from ayar.ui import console, step_progress
 
 # Recipe keys that may change between a checkpoint and its resume: they do not affect the numbers.
@@ -190,6 +191,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     from ayar.model.load import load_model, load_tokenizer, resolve_dtype
     from ayar.train.tracking import start_tracking
 
+    check_recipe_files(recipe)  # `ayar check` reports these too; a recipe built in code meets them here
     started = utc_now()
     out = Path(recipe.output_dir)
     resume_from = plan_resume(recipe, resume=resume, overwrite=overwrite)
@@ -206,7 +208,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
         raise AyarError(f"{recipe.data.train}: no usable training examples ({stats})")
 
     full = recipe.adapter.type == "full"
-    dtype = resolve_dtype(m.dtype, accelerator.device, full_finetune=full)
+    dtype = resolve_dtype(m.dtype, accelerator.device, full_finetune=full, autocast=amp)
     model = load_model(m.path, dtype=dtype, revision=m.revision, trust_remote_code=m.trust_remote_code,
                        device=accelerator.device, quantization=m.quantization)
     if recipe.data.packing and method.name == "sft":

@@ -26,11 +26,17 @@ PLACEHOLDERS: dict[str, str] = {
     "DATE_OF_BIRTH": "DOGUM_TARIHI",
     "ADDRESS": "ADRES",
     "PERSON": "AD_SOYAD",
+    "SGK_NUMBER": "SGK_NO",          # social security registration number
+    "PATIENT_ID": "HASTA_NO",        # patient protocol / file number
+    "ICD10": "TANI_KODU",            # diagnosis code (KVKK art. 6 health data); off unless listed
 }
 ENTITIES: tuple[str, ...] = tuple(PLACEHOLDERS)
+# Entity types detected only when listed in ``entities``: "E11" or "A12" are often product codes.
+OPTIONAL_ENTITIES: tuple[str, ...] = ("ICD10",)
+DEFAULT_ENTITIES: tuple[str, ...] = tuple(e for e in ENTITIES if e not in OPTIONAL_ENTITIES)
 
 EntityName = Literal["TCKN", "VKN", "IBAN", "CREDIT_CARD", "PHONE_NUMBER", "EMAIL_ADDRESS", "IP_ADDRESS",
-                     "LICENSE_PLATE", "DATE_OF_BIRTH", "ADDRESS", "PERSON"]
+                     "LICENSE_PLATE", "DATE_OF_BIRTH", "ADDRESS", "PERSON", "SGK_NUMBER", "PATIENT_ID", "ICD10"]
 OperatorName = Literal["mask", "pseudonymize", "hash", "drop_record"]
 """``mask``: "[TCKN]"; ``pseudonymize``: a consistent fake of the same kind; ``hash``:
 "[TCKN:3fa9c2d1e0b4]" (keyed HMAC-SHA256); ``drop_record``: the whole record is left out."""
@@ -43,8 +49,9 @@ class RedactionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    entities: list[EntityName] = Field(default_factory=lambda: list(ENTITIES),
-                                       description="Entity types to detect; the others are left in the text.")
+    entities: list[EntityName] = Field(default_factory=lambda: list(DEFAULT_ENTITIES), description=(
+        "Entity types to detect; the others are left in the text. Default: all but ICD10 (diagnosis codes), "
+        "which must be listed to be detected."))
     default_operator: OperatorName = Field("mask", description="Operator for entity types not in `operators`.")
     operators: dict[EntityName, OperatorName] = Field(default_factory=dict,
                                                       description="Operator per entity type, e.g. {PERSON: pseudonymize}.")

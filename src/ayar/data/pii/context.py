@@ -105,7 +105,8 @@ class TurkishContextEnhancer(ContextAwareEnhancer):
             lo = max([result.start - self.window_before, 0] + [r.end for r in same if r.end <= result.start])
             hi = min([result.end + self.window_after] + [r.start for r in same if r.start >= result.end])
             # Search the whole string between bounds so the word-start lookbehind sees real text.
-            found = (pattern.search(lowered, lo, result.start) or pattern.search(lowered, result.end, hi)
+            after = getattr(recognizer, "CONTEXT_AFTER", True)  # health numbers: the word comes first
+            found = (pattern.search(lowered, lo, result.start) or (after and pattern.search(lowered, result.end, hi))
                      or (extra and pattern.search(extra)))
             if found:
                 result.score = min(ContextAwareEnhancer.MAX_SCORE, result.score + self.context_similarity_factor)

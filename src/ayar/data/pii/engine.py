@@ -32,6 +32,7 @@ from presidio_anonymizer.entities import OperatorConfig
 from .address import AddressRecognizer
 from .config import ENTITIES, RedactionConfig
 from .context import TurkishContextEnhancer
+from .health import Icd10Recognizer, PatientIdRecognizer, SgkNumberRecognizer
 from .names import PersonNameRecognizer
 from .operators import check_secret, hash_value, load_secret, mask, missing_secret_error, pseudonymize
 from .recognizers import (
@@ -56,7 +57,8 @@ def turkish_recognizers() -> list[EntityRecognizer]:
     """One instance of every recognizer ayar registers, one per entity type in ``config.ENTITIES``."""
     return [TcknRecognizer(), VknRecognizer(), IbanRecognizer(), CreditCardRecognizer(), PhoneRecognizer(),
             EmailRecognizer(), IpAddressRecognizer(), LicensePlateRecognizer(), DateOfBirthRecognizer(),
-            AddressRecognizer(), PersonNameRecognizer()]
+            AddressRecognizer(), PersonNameRecognizer(), SgkNumberRecognizer(), PatientIdRecognizer(),
+            Icd10Recognizer()]
 
 
 def build_analyzer() -> AnalyzerEngine:

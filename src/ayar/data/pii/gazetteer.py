@@ -63,19 +63,35 @@ def surnames() -> tuple[str, ...]:
 
 
 @cache
-def given_name_keys() -> frozenset[str]:
+def common_given_name_keys() -> frozenset[str]:
+    """The common given names of ``given_names.txt`` (the pseudonymiser's pool), Turkish lower case."""
     return frozenset(tr_lower(n) for n in given_names())
 
 
 @cache
+def given_name_keys() -> frozenset[str]:
+    """Every known given name: the common ones and the bundled gazetteer (thousands), lower case."""
+    files = ("gazetteer_given_names.txt", "modern_given_names.txt")
+    return common_given_name_keys() | frozenset(tr_lower(n) for f in files for n in _read_list(f))
+
+
+@cache
 def surname_keys() -> frozenset[str]:
-    return frozenset(tr_lower(n) for n in surnames())
+    """Every known surname: ``surnames.txt`` and the bundled gazetteer (thousands), lower case."""
+    return frozenset(tr_lower(n) for n in surnames() + _read_list("gazetteer_surnames.txt"))
 
 
 @cache
 def ambiguous_given_name_keys() -> frozenset[str]:
-    """Given names that are also ordinary words ("Umut" = hope, "Deniz" = sea)."""
+    """Given names that are also ordinary words ("Umut" = hope, "Deniz" = sea), hand-picked."""
     return frozenset(tr_lower(n) for n in _read_list("ambiguous_given_names.txt"))
+
+
+@cache
+def name_word_keys() -> frozenset[str]:
+    """Given names and surnames that are also Turkish words or word forms ("deniz", "kaya",
+    "yaşar" = lives): the hand-picked list plus those the gazetteer build found in a lexicon."""
+    return ambiguous_given_name_keys() | frozenset(_read_list("gazetteer_name_words.txt"))
 
 
 @cache

@@ -223,5 +223,10 @@ PSEUDONYMIZERS: dict[str, Callable[[str, random.Random], str]] = {
     "DATE_OF_BIRTH": _fake_date,
     "ADDRESS": _fake_address,
     "PERSON": _fake_person,
+    # Health identifiers (no checksum): the digits redrawn, letters and separators kept.
+    "SGK_NUMBER": lambda value, rng: _replace_chars(value, "".join(rng.choice("0123456789") for _ in value)),
+    "PATIENT_ID": lambda value, rng: _replace_chars(value, "".join(rng.choice("0123456789") for _ in value)),
+    "ICD10": lambda value, rng: rng.choice("ABCDEFGHIJKLMNOPQRSTVWXYZ") + _replace_chars(
+        value[1:], "".join(rng.choice("0123456789") for _ in value)),
 }
 

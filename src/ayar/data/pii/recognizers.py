@@ -20,7 +20,7 @@ import datetime
 import ipaddress
 
 import regex as re
-from presidio_analyzer import Pattern, PatternRecognizer
+from presidio_analyzer import Pattern, PatternRecognizer, RecognizerResult
 
 from .checksums import iban_is_valid, luhn_is_valid, tckn_is_valid, vkn_is_valid
 from .gazetteer import MONTHS, PLATE_LETTERS, context_words, iban_lengths, phone_prefixes, tr_lower
@@ -61,13 +61,17 @@ class TurkishPatternRecognizer(PatternRecognizer):
 
 
 class TcknRecognizer(TurkishPatternRecognizer):
-    """T.C. Kimlik No: 11 digits, first not 0, two check digits (see ``checksums.tckn_is_valid``)."""
+    """T.C. Kimlik No: 11 digits, first not 0, two check digits (see ``checksums.tckn_is_valid``);
+    also written in groups ("123 456 789 50", "123.456.789.50")."""
 
     ENTITY = "TCKN"
-    PATTERNS = (("tckn", NUM_START + r"[1-9]\d{10}" + NUM_END, 0.75),)
+    PATTERNS = (
+        ("tckn", NUM_START + r"[1-9]\d{10}" + NUM_END, 0.75),
+        ("tckn_grouped", NUM_START + r"[1-9]\d{1,3}(?:[ .]\d{2,4}){2,4}" + NUM_END, 0.75),
+    )
 
     def invalidate_result(self, pattern_text: str) -> bool:
-        return not tckn_is_valid(pattern_text)
+        return not tckn_is_valid(pattern_text.replace(".", "").replace(" ", ""))
 
 
 class VknRecognizer(TurkishPatternRecognizer):
@@ -80,29 +84,54 @@ class VknRecognizer(TurkishPatternRecognizer):
         return not vkn_is_valid(pattern_text)
 
 
-def _iban_regex() -> str:
-    # Countries grouped by IBAN length, each group with its exact length; single spaces allowed
-    # between characters. Country codes in capitals: lower-case alternatives make it 5x slower.
-    by_length: dict[int, list[str]] = {}
-    for cc, length in iban_lengths().items():
-        by_length.setdefault(length, []).append(cc)
-    alternatives = "|".join(rf"(?:{'|'.join(sorted(ccs))})\d{{2}}(?:[ ]?[0-9A-Za-z]){{{length - 4}}}"
-                            for length, ccs in sorted(by_length.items()))
-    return rf"(?<!\w)(?:{alternatives})(?!\w)"
+# An IBAN starts with a country code and two check digits, in any case, with any spacing:
+# "TR33 0006 ...", "tr33 0006 ...", "TR 33 0006...". The rest is collected by _iban_span.
+_IBAN_START = re.compile(r"(?<![\p{L}\p{N}])([A-Za-z]{2})[ ]{0,2}(\d{2})")
+_IBAN_SEPARATORS = " -\u00a0"
+
+
+def _iban_span(text: str, match: re.Match, length: int) -> int | None:
+    """End of the IBAN starting at ``match`` when ``length`` characters can be collected.
+
+    Letters and digits are collected with up to two separators (space, dash) between them; the
+    character after the last one collected must not be a letter or digit ("...8413 26'ya" ok).
+    """
+    count, i, gap = 4, match.end(), 0
+    while count < length and i < len(text):
+        c = text[i]
+        if c.isascii() and c.isalnum():
+            count, gap = count + 1, 0
+        elif c in _IBAN_SEPARATORS and gap < 2:
+            gap += 1
+        else:
+            return None
+        i += 1
+    if count < length or (i < len(text) and text[i].isalnum()):
+        return None
+    return i
 
 
 class IbanRecognizer(TurkishPatternRecognizer):
-    """IBAN of any registered country (TR: 26 characters), mod-97 checked; single spaces allowed.
-    The country code must be in capitals ("TR33 ...", not "tr33 ...")."""
+    """IBAN of any registered country (TR: 26 characters), mod-97 checked, in any letter case and
+    with irregular spacing ("tr79 8099 2051 ...", "TR 33 0006 1005 ...")."""
 
     ENTITY = "IBAN"
+    SCORE = 0.8
+    PATTERNS = (("iban_start", _IBAN_START.pattern, SCORE),)  # Presidio requires one; analyze() is custom
 
-    @classmethod
-    def pattern_specs(cls) -> tuple[tuple[str, str, float], ...]:
-        return (("iban", _iban_regex(), 0.8),)
-
-    def invalidate_result(self, pattern_text: str) -> bool:
-        return not iban_is_valid(pattern_text)
+    def analyze(self, text: str, entities: list[str], nlp_artifacts=None, regex_flags=None):
+        """Return IBAN results for ``text`` (a country-code scan, then the length and mod-97 check)."""
+        results = []
+        lengths = iban_lengths()
+        for match in _IBAN_START.finditer(text):
+            length = lengths.get(match.group(1).upper())
+            end = _iban_span(text, match, length) if length else None
+            if end is not None and iban_is_valid(re.sub(r"[\s\u00a0-]", "", text[match.start():end])):
+                results.append(RecognizerResult(
+                    entity_type=self.ENTITY, start=match.start(), end=end, score=self.SCORE,
+                    recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                          RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}))
+        return results
 
 
 def _plausible_card_prefix(digits: str) -> bool:

@@ -1,0 +1,1 @@
+"""Tokenizer efficiency on Turkish text (:mod:`.report`) and vocabulary extension (:mod:`.extend`)."""
