@@ -79,6 +79,8 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Discard what output_dir holds (run, checkpoints) and start over.")
                          ] = False,
     resume: Annotated[bool, typer.Option(help="Require a checkpoint in output_dir and continue from it.")] = False,
+    force: Annotated[bool, typer.Option(help="Train even when the pre-flight estimate says it will not fit.")
+                     ] = False,
 ) -> None:
     """Train as the recipe says; the adapter (or model) lands in output_dir.
 
@@ -91,7 +93,28 @@ def train(
         raise AyarError("--resume and --overwrite contradict each other; choose one")
     loaded = load_recipe(recipe, set_ or [])
     _quiet_libraries()
-    train_from_recipe(loaded, overwrite=overwrite, resume=resume)
+    train_from_recipe(loaded, overwrite=overwrite, resume=resume, force=force)
+
+
+# --- planning (issue 17) ---
+
+
+@app.command()
+def plan(
+    targets: Annotated[list[Path], typer.Argument(help="A recipe; or a finished run folder (predicted vs measured); "
+                                                 "with --calibrate, the measured run folders.")],
+    gpu: Annotated[str | None, typer.Option(help="A catalogue device (e.g. H100-80GB) or all; default: this "
+                                            "machine.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    calibrate: Annotated[bool, typer.Option(help="Fit throughput and memory constants from measured runs and "
+                                            "store them under $AYAR_HOME/plan.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Will it fit, how long, how much: memory, time and cost before training (no weights are loaded)."""
+    from ayar.plan.report import plan_cli
+
+    _quiet_libraries()
+    print(plan_cli(targets, gpu=gpu, as_json=json_, calibrate=calibrate, overrides=set_ or []))
 
 
 def _messages(prompt: str, system: str | None) -> list[dict]:

@@ -54,7 +54,7 @@ PROFILES = {
                        "eval_every": 20, "log_every": 5},
                "orpo": {"learning_rate": 4e-4, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
                         "eval_every": 20, "log_every": 5}},
-        eval_batch=40),
+        eval_batch=16),
     "smollm2": Profile(
         name="smollm2", fetch="smollm2-135m", n_products=600, n_tickets=120, max_length=384,
         sft={"learning_rate": 1e-3, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05, "eval_every": 40,
@@ -66,7 +66,7 @@ PROFILES = {
                        "eval_every": 20, "log_every": 5},
                "orpo": {"learning_rate": 5e-4, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
                         "eval_every": 20, "log_every": 5}},
-        style_max_length=256, eval_batch=40),
+        style_max_length=256, eval_batch=16),
     "tiny": Profile(
         name="tiny", fetch=None, n_products=2000, n_tickets=100_000, max_length=256,
         sft={"learning_rate": 5e-3, "epochs": 3.0, "micro_batch_size": 16, "warmup_ratio": 0.05, "eval_every": 50,

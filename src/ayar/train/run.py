@@ -175,8 +175,13 @@ def _oom_advice(exc: OutOfMemory, recipe: Recipe) -> AyarError:
     )
 
 
-def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool = False) -> TrainedRun:
+def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool = False,
+                      force: bool = False) -> TrainedRun:
     """Run the recipe's training stage and write its outputs.
+
+    Before the weights load, the plan's estimate (:mod:`ayar.plan`) must fit the
+    device's free memory (``force`` skips that check); peak memory, tokens/s and
+    achieved MFU go into ``summary.json`` under ``measured``.
 
     Raises:
         AyarError: bad data, a model that cannot be loaded, an output folder that
@@ -189,6 +194,8 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     from ayar.govern.record import record_interrupted, record_train
     from ayar.model.adapters import attach_adapter, count_parameters
     from ayar.model.load import load_model, load_tokenizer, resolve_dtype
+    from ayar.plan.measure import PeakMemory, StepClock, measured
+    from ayar.plan.report import preflight
     from ayar.train.tracking import start_tracking
 
     check_recipe_files(recipe)  # `ayar check` reports these too; a recipe built in code meets them here
@@ -197,6 +204,7 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     resume_from = plan_resume(recipe, resume=resume, overwrite=overwrite)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
     amp = autocast_dtype(recipe.train.precision, accelerator.device)
+    peak = PeakMemory(accelerator.device.type).start()
 
     m = recipe.model
     tokenizer = load_tokenizer(m.path, chat_template=m.chat_template, revision=m.revision,
@@ -207,6 +215,8 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
     if not train_examples:
         raise AyarError(f"{recipe.data.train}: no usable training examples ({stats})")
 
+    preflight(recipe, tokenizer, train_examples, accelerator.device, force=force,
+              say=lambda msg: console.print(msg, markup=False) if accelerator.is_main_process else None)
     full = recipe.adapter.type == "full"
     dtype = resolve_dtype(m.dtype, accelerator.device, full_finetune=full, autocast=amp)
     model = load_model(m.path, dtype=dtype, revision=m.revision, trust_remote_code=m.trust_remote_code,
@@ -266,10 +276,11 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
         tracker.log(record, step=record["step"])
 
     with tracker, step_progress(method.name) as update, stop_on_signals() as stop:
+        clock = StepClock(update)
         try:
             result = fit(model, train_examples, recipe.train, pad_id=tokenizer.pad_token_id,
                          val_examples=val_examples, accelerator=accelerator, log=log if main else None,
-                         progress=update, checkpointing=checkpointing, stop=stop, objective=objective,
+                         progress=clock, checkpointing=checkpointing, stop=stop, objective=objective,
                          warn=lambda msg: console.print(f"warning: {msg}", style="yellow", markup=False))
         except OutOfMemory as exc:
             raise _oom_advice(exc, recipe) from None
@@ -283,7 +294,8 @@ def train_from_recipe(recipe: Recipe, *, overwrite: bool = False, resume: bool =
             summary = {"method": method.name, "adapter": recipe.adapter.type, "trainable_parameters": trainable,
                        "total_parameters": total, "data": vars(stats), "val_examples": len(val_examples),
                        "padding_fraction": padding,
-                       **{k: v for k, v in result.to_dict().items() if k != "history"}}
+                       **{k: v for k, v in result.to_dict().items() if k != "history"},
+                       "measured": measured(recipe, train_examples, result, peak.read(), accelerator.device, clock)}
             write_json_atomic(out / "summary.json", summary)
             manifest = build_manifest(
                 recipe=recipe.model_dump(mode="json"), data_files=[recipe.data.train, recipe.data.val],

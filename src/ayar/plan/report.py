@@ -1,0 +1,249 @@
+"""``ayar plan``: the estimate as text or JSON, a run's prediction against its measurement, and the
+pre-flight check ``ayar train`` runs before loading weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ayar.errors import AyarError
+from ayar.plan.advice import advise
+from ayar.plan.catalogue import GIB, Device, load_calibrations, load_catalogue, pick_devices
+from ayar.plan.data import profile_examples
+from ayar.plan.estimate import DeviceEstimate, FitRow, Planned, estimate_device, fit_row, plan_recipe
+
+TERMS = ("weights", "adapter", "gradients", "optimizer", "activations", "loss_head", "reference", "data", "overhead")
+
+
+def human_bytes(n: float) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB / 4 else f"{n / 2**20:.1f} MiB"
+
+
+def human_seconds(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def _range(lo: float, hi: float, fmt) -> str:
+    a, b = fmt(lo), fmt(hi)
+    return a if a == b else f"{a}–{b}"
+
+
+def this_device() -> Device:
+    return pick_devices(load_catalogue(), None)[0]
+
+
+def plan_to_dict(p: Planned, rows: list[FitRow]) -> dict:
+    """Everything ``ayar plan --json`` prints."""
+    r, inv, prof = p.recipe, p.inventory, p.profile
+    stream = p.stream(r.train.micro_batch_size, r.train.gradient_accumulation_steps)
+    return {
+        "model": {"path": r.model.path, "architecture": inv.dims.model_type, "source": inv.source,
+                  "total_parameters": inv.total, "trainable_parameters": p.trainable, "adapter": r.adapter.type},
+        "data": {"file": r.data.train, "records": prof.records, "examples": prof.examples, "tokens": prof.tokens,
+                 "target_tokens": prof.target_tokens, "sampled": prof.sampled, "tokens_rel_error_95": prof.rel_error,
+                 "truncated": prof.truncated, "padding_fraction": stream.padding, "steps": p.steps,
+                 "micro_batches": stream.micro_batches, "largest_micro_batch": dict(zip(
+                     ("rows", "seq", "targets"), stream.largest(), strict=True))},
+        "devices": [_row_dict(row) for row in rows],
+        "advice": [{"rule": a.rule, "message": a.message, "reason": a.reason} for a in advise(p, rows)],
+    }
+
+
+def _estimate_dict(e: DeviceEstimate) -> dict:
+    return {"memory_bytes": {k: round(v) for k, v in e.terms.items()}, "peak_memory_bytes": round(e.peak),
+            "fits": e.fits, "seconds": [round(s, 1) for s in e.seconds], "flops": e.flops,
+            "cost_usd": list(e.cost) if e.cost else None, "calibration": e.calibration.source}
+
+
+def _row_dict(row: FitRow) -> dict:
+    d = row.device
+    return {"device": d.name, "memory_bytes": d.memory_bytes, "peak_tflops_bf16": d.peak_flops / 1e12,
+            "price_per_hour": list(d.price_per_hour) if d.price_per_hour else None, "status": row.status,
+            "change": row.change, "max_micro_batch": row.max_micro_batch, "as_written": _estimate_dict(row.estimate),
+            "with_change": _estimate_dict(row.chosen) if row.chosen and row.change else None}
+
+
+def render(p: Planned, rows: list[FitRow]) -> str:
+    """The plan as text: model, data, the memory breakdown on the first device, the fit table, advice."""
+    r, inv, prof = p.recipe, p.inventory, p.profile
+    stream = p.stream(r.train.micro_batch_size, r.train.gradient_accumulation_steps)
+    share = p.trainable / inv.total if inv.total else 0
+    quant = f", {r.model.quantization}" if r.model.quantization != "none" else ""
+    lines = [f"model   {r.model.path} ({inv.dims.model_type}, from {inv.source}): {inv.total:,} parameters; "
+             f"{r.adapter.type}{quant}: {p.trainable:,} trainable ({share:.2%})"]
+    est = "" if not prof.sampled else f" (estimated from {len(prof.rows):,} sampled records, ±{prof.rel_error:.1%})"
+    rows_, seq, targets = stream.largest()
+    lines.append(f"data    {r.data.train}: {prof.examples:,} examples, {prof.tokens:,} tokens ({prof.target_tokens:,} "
+                 f"target){est}; padding {stream.padding:.1%}; {p.steps:,} steps x "
+                 f"{r.train.gradient_accumulation_steps} micro-batches of {r.train.micro_batch_size}; largest "
+                 f"micro-batch {rows_} rows x {seq} tokens, {targets} target positions")
+    first = rows[0].estimate
+    lines.append(f"memory  on {first.device.name} ({human_bytes(first.device.memory_bytes)}), recipe as written:")
+    for k in TERMS:
+        if first.terms.get(k):
+            lines.append(f"  {k:<12}{human_bytes(first.terms[k]):>12}")
+    lines.append(f"  {'peak':<12}{human_bytes(first.peak):>12}  {'fits' if first.fits else 'does NOT fit'}")
+    lines.append(f"time    {_range(*first.seconds, human_seconds)} ({first.flops:.3g} FLOPs; calibration: "
+                 f"{first.calibration.source})")
+    lines.append("")
+    lines.append(f"{'device':<12}{'memory':>10}  {'peak':>10}  {'status':<44}{'max mb':>7}  {'time':<14}cost")
+    for row in rows:
+        e = row.chosen or row.estimate
+        cost = _range(*e.cost, lambda c: f"${c:,.2f}" if c >= 0.01 else "<$0.01") if e.cost else "-"
+        status = row.status + (f" ({', '.join(f'{k}={v}' for k, v in row.change.items())})" if row.change else "")
+        lines.append(f"{row.device.name:<12}{human_bytes(row.device.memory_bytes):>10}  {human_bytes(e.peak):>10}  "
+                     f"{status:<44}{_largest(row.max_micro_batch):>7}  {_range(*e.seconds, human_seconds):<14}{cost}")
+    advice = advise(p, rows)
+    if advice:
+        lines.append("")
+        lines += [f"advice  {a.message} ({a.reason})" for a in advice]
+    return "\n".join(lines)
+
+
+def _largest(n: int) -> str:
+    from ayar.plan.estimate import MAX_MICRO_BATCH
+
+    return f">={n}" if n >= MAX_MICRO_BATCH else str(n)
+
+
+def plan_command(recipe, gpu: str | None) -> tuple[Planned, list[FitRow]]:
+    """Plan ``recipe`` for ``gpu`` (a catalogue name, ``all``, or None: this machine)."""
+    p = plan_recipe(recipe)
+    cals = load_calibrations()
+    devices = pick_devices(load_catalogue(), gpu)
+    return p, [fit_row(p, d, cals) for d in devices]
+
+
+def run_flops_of(recipe, examples, steps: int, device) -> tuple[float, float, float]:
+    """(hardware FLOPs, useful FLOPs, device peak FLOP/s) of a finished run's ``steps`` steps."""
+    from ayar.plan.compute import useful_flops
+    from ayar.plan.estimate import run_flops, work
+
+    p = plan_recipe(recipe, profile=profile_examples(examples))
+    p.steps = steps
+    dev = this_device()
+    est = estimate_device(p, dev)
+    stream = p.stream(recipe.train.micro_batch_size, recipe.train.gradient_accumulation_steps)
+    w = work(p, est.setup, p.trainable)
+    targets = sum(s[2] for s in stream.shapes) * (stream.micro_batches / max(len(stream.shapes), 1))
+    return run_flops(p, est.setup, stream, p.trainable), useful_flops(p.inventory, stream.real_tokens, targets, w), \
+        dev.peak_flops
+
+
+def read_run(run_dir: Path) -> tuple[object, dict]:
+    """A finished run's resolved recipe and summary.
+
+    Raises:
+        AyarError: the folder holds no finished run.
+    """
+    from ayar.recipe import load_recipe
+
+    summary_path, recipe_path = run_dir / "summary.json", run_dir / "recipe.yaml"
+    if not summary_path.is_file() or not recipe_path.is_file():
+        raise AyarError(f"{run_dir}: not a finished run (needs summary.json and recipe.yaml)")
+    return load_recipe(recipe_path, []), json.loads(summary_path.read_text(encoding="utf-8"))
+
+
+def compare_run(run_dir: Path) -> dict:
+    """Predicted (with the current calibration) against measured, for one finished run."""
+    recipe, summary = read_run(run_dir)
+    measured = summary.get("measured")
+    if not measured:
+        raise AyarError(f"{run_dir}/summary.json: no measurements (trained before ayar recorded them)")
+    p = plan_recipe(recipe)
+    p.steps = measured["steps"]
+    device = _device_for(measured)
+    est = estimate_device(p, device)
+    seconds = measured_seconds(measured) or 0.0
+    mid = (est.seconds[0] + est.seconds[1]) / 2
+    return {"run": str(run_dir), "device": device.name, "predicted_peak_bytes": est.peak,
+            "measured_peak_bytes": measured["peak_memory_bytes"], "memory_error": est.peak / measured[
+                "peak_memory_bytes"] - 1, "predicted_seconds": list(est.seconds), "measured_seconds": seconds,
+            "time_error": mid / seconds - 1 if seconds else None, "terms": est.terms,
+            "measured_mfu": measured.get("mfu"), "calibration": est.calibration.source}
+
+
+def _device_for(measured: dict) -> Device:
+    """The catalogue device a run was measured on (a CPU with the run's thread count)."""
+    from ayar.plan.catalogue import cpu_device
+
+    catalogue = load_catalogue()
+    if measured.get("device", "cpu") == "cpu":
+        return cpu_device(load_calibrations()["cpu"], measured.get("threads"))
+    for name, d in catalogue.items():
+        if name.split("-")[0].lower() in measured["device"].lower():
+            return d
+    return catalogue["H100-80GB"]
+
+
+def measured_seconds(m: dict) -> float | None:
+    """A run's time in the planner's terms: on a CPU compute time (CPU seconds / threads, what the run takes on an
+    idle machine, robust to other processes sharing the cores); on a GPU wall time. Per-step medians x steps."""
+    if m.get("device", "cpu") == "cpu" and m.get("step_cpu_seconds"):
+        return m["step_cpu_seconds"] * m["steps"] / max(m.get("threads", 1), 1)
+    return m["step_seconds"] * m["steps"] if m.get("step_seconds") else None
+
+
+def render_comparison(c: dict) -> str:
+    time_err = f"{c['time_error']:+.0%}" if c["time_error"] is not None else "-"
+    return (f"{c['run']} on {c['device']}: peak memory predicted {human_bytes(c['predicted_peak_bytes'])}, measured "
+            f"{human_bytes(c['measured_peak_bytes'])} ({c['memory_error']:+.0%}); time predicted "
+            f"{_range(*c['predicted_seconds'], human_seconds)}, measured {human_seconds(c['measured_seconds'])} "
+            f"({time_err} from the middle of the range)")
+
+
+def preflight(recipe, tokenizer, examples, device, *, force: bool, say) -> None:
+    """Before loading weights: stop when the run cannot fit on ``device``, naming the cheapest change.
+
+    Raises:
+        AyarError: the estimate exceeds the memory this process could hold (not with ``force``).
+    """
+    from ayar.plan.measure import available_memory
+
+    try:
+        p = plan_recipe(recipe, tokenizer=tokenizer, profile=profile_examples(examples))
+    except AyarError:
+        return  # not a local folder: nothing to read the headers from
+    base = this_device()
+    dev = Device(base.name, available_memory(device), base.peak_flops, base.price_per_hour, base.device_class,
+                 base.source)
+    row = fit_row(p, dev, search_batch=False)
+    e = row.estimate
+    say(f"plan: peak memory ~{human_bytes(e.peak)} of {human_bytes(dev.memory_bytes)} available; "
+        f"time ~{_range(*e.seconds, human_seconds)}")
+    if e.fits or force:
+        return
+    terms = ", ".join(f"{k} {human_bytes(v)}" for k, v in e.terms.items() if v)
+    fix = ("; cheapest change that fits: " + " ".join(f"--set {k}={str(v).lower()}" for k, v in row.change.items())
+           + f" (peak ~{human_bytes(row.chosen.peak)}, ~{_range(*row.chosen.seconds, human_seconds)})") \
+        if row.chosen else "; no change ayar knows of fits: use a device with more memory or a smaller model"
+    raise AyarError(f"this run needs ~{human_bytes(e.peak)} but {device.type} has {human_bytes(dev.memory_bytes)} "
+                    f"available ({terms}){fix}. Pass --force to try anyway")
+
+
+def plan_cli(targets: list[Path], *, gpu: str | None, as_json: bool, calibrate: bool, overrides: list[str]) -> str:
+    """What ``ayar plan`` prints, for a recipe, run folders, or ``--calibrate``.
+
+    Raises:
+        AyarError: a target that is neither a recipe nor a finished run, or bad arguments.
+    """
+    from ayar.plan.calibrate import calibrate as fit_runs
+    from ayar.recipe import load_recipe
+
+    if calibrate:
+        doc = fit_runs(targets)
+        if as_json:
+            return json.dumps(doc, indent=2)
+        return "\n".join(f"calibrated {name}: MFU {c['mfu'][0]:.1%}–{c['mfu'][1]:.1%}, step overhead "
+                         f"{c['step_overhead_s'] * 1e3:.2f} ms per micro-batch and layer, memory overhead "
+                         f"{c['overhead_gib']:.2f} GiB, activation factor {c['activation_factor']:.2f} "
+                         f"({c.get('runs', '?')} runs)" for name, c in doc["classes"].items())
+    if all(t.is_dir() for t in targets):
+        comparisons = [compare_run(t) for t in targets]
+        return json.dumps(comparisons, indent=2) if as_json else "\n".join(map(render_comparison, comparisons))
+    if len(targets) != 1:
+        raise AyarError("ayar plan takes one recipe (or run folders, or --calibrate with run folders)")
+    p, rows = plan_command(load_recipe(targets[0], overrides), gpu)
+    return json.dumps(plan_to_dict(p, rows), indent=2) if as_json else render(p, rows)
