@@ -406,14 +406,15 @@ def _split_commas(values: list[str] | None) -> list[str]:
 @app.command("export")
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `ayar train`.")],
-    fmt: Annotated[list[str], typer.Option("--format", "-f", help="merged, adapter, gguf or vllm (repeatable or "
-                                                                  "comma-separated).")],
+    fmt: Annotated[list[str], typer.Option("--format", "-f", help="merged, adapter, gguf, gguf-lora or vllm "
+                                                                  "(repeatable or comma-separated).")],
     out: Annotated[Path | None, typer.Option(help="Folder for the <format>/ folders; default RUN_DIR/export.")
                    ] = None,
     dtype: Annotated[str, typer.Option(help="Merged weights: auto (the base's dtype), fp32, bf16 or fp16. The "
                                             "merge itself runs in fp32.")] = "auto",
-    gguf_type: Annotated[list[str] | None, typer.Option("--gguf-type", help="f32, f16, bf16 or q8_0 (repeatable or "
-                                                                            "comma-separated; default q8_0).")
+    gguf_type: Annotated[list[str] | None, typer.Option("--gguf-type", help="f32, f16, bf16, q8_0, q6_k, q5_k_m or "
+                                                                            "q4_k_m (repeatable or comma-separated; the "
+                                                                            "first is the Modelfile's; default q4_k_m).")
                          ] = None,
     verify: Annotated[bool, typer.Option(help="Check the export reproduces the trained model before publishing it.")
                       ] = True,
@@ -427,7 +428,7 @@ def export_cmd(
     from ayar.export.run import export_run, how_to_serve
 
     _quiet_libraries()
-    results = export_run(run_dir, _split_commas(fmt), out, dtype=dtype, gguf_types=_split_commas(gguf_type) or ["q8_0"],
+    results = export_run(run_dir, _split_commas(fmt), out, dtype=dtype, gguf_types=_split_commas(gguf_type) or ["q4_k_m"],
                          verify=verify, overwrite=overwrite, max_shard_size=max_shard_size,
                          extra_adapters=with_adapter or [], no_gate=no_gate)
     print(how_to_serve(results, run_dir))

@@ -272,11 +272,10 @@ def run_demo(out: str | Path = "demo_out", *, base: str = "gemma", pretrain_step
 
     clock.stage("5. report")
     report = write_demo_report(out, evaluation, style)
-    clock.stage("6. export: merged safetensors (+ GGUF with an Ollama Modelfile), verified")
+    clock.stage("6. export: merged safetensors and a q4_k_m GGUF with an Ollama Modelfile, both verified")
     from ayar.export.run import export_for_serving
 
-    # Gemma needs llama.cpp's converter for GGUF; the hand-written writer knows Llama and Qwen2.
-    exports, serve_text = export_for_serving(out / "runs" / "sft", gguf=profile.name != "gemma")
+    exports, serve_text = export_for_serving(out / "runs" / "sft", gguf_type="q4_k_m")
 
     clock.stage("7. governance: ledger check, lineage of the export, a data subject's records, card, Annex IV")
     from ayar.govern.showcase import first_tckn, governance_tail

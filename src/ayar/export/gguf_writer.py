@@ -1,4 +1,9 @@
-"""Writing a merged Llama or Qwen2 model as a GGUF file with the ``gguf`` package.
+"""Writing a merged Llama or Qwen2 model as a GGUF file with the ``gguf`` package: the fallback writer.
+
+GGUF export normally goes through llama.cpp's own converter (:mod:`ayar.export.gguf`).
+This writer is used only when that converter refuses the tokenizer because it does
+not know its BPE pre-tokenizer (a custom vocabulary, ayar's tiny models): it
+recognises the pre-tokenizer from ``tokenizer.json`` instead (:mod:`ayar.export.gguf_vocab`).
 
 Tensors keep their Hugging Face shape (GGUF stores dimensions innermost first, and
 ``GGUFWriter`` reverses numpy's order itself); names come from ``gguf``'s own

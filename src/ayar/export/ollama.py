@@ -29,7 +29,7 @@ def go_template(name: str) -> str:
 
 
 def modelfile(gguf_file: str, tokenizer, *, stops: list[str], add_bos: bool, context_length: int,
-              model_name: str, run_name: str) -> str:
+              model_name: str, run_name: str, adapter: str | None = None) -> str:
     """The Modelfile text for ``gguf_file`` (a path relative to the Modelfile).
 
     Args:
@@ -40,12 +40,15 @@ def modelfile(gguf_file: str, tokenizer, *, stops: list[str], add_bos: bool, con
         context_length: the model's context; ``num_ctx`` is at most ``MAX_NUM_CTX``.
         model_name: the name suggested for ``ollama create``.
         run_name: recorded in the header comment.
+        adapter: a LoRA GGUF file applied on top of ``gguf_file`` (``ADAPTER``), or None.
     """
     lines = [
         f"# Ollama Modelfile for the ayar run {run_name}, written by ayar {__version__}.",
         f"# Create and run it from this folder:  ollama create {model_name} -f Modelfile && ollama run {model_name}",
         f"FROM ./{gguf_file}",
     ]
+    if adapter is not None:
+        lines.append(f"ADAPTER ./{adapter}")
     bundled = bundled_template_of(tokenizer)
     if bundled is None:
         lines.append("# No TEMPLATE: the run's chat template is not a bundled one, so ayar has no Go version of it. "

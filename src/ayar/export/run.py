@@ -6,8 +6,8 @@ a hidden staging folder, verify, write the export manifest, rename into place ->
 append to the run's ``exports.jsonl``. A failed check removes the staging folder,
 so ``RUN/export/<format>/`` only ever holds a complete, verified export.
 
-Formats are written in the order adapter, gguf, vllm, merged: GGUF is converted
-from the fp32 merge, and saving merged weights casts them in place to ``dtype``.
+Formats are written in the order adapter, gguf, gguf-lora, vllm, merged: GGUF is
+converted from the fp32 merge (:mod:`ayar.export.gguf_export`), and saving merged weights casts them in place to ``dtype``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from ayar.errors import AyarError
+from ayar.export import gguf_export, verify, vllm
 from ayar.export import manifest as export_manifest
-from ayar.export import ollama, verify, vllm
 from ayar.fsutil import check_distinct, fsync_dir
 from ayar.govern import record as governance
 from ayar.govern.manifest import describe_folder, model_fingerprint, sha256_file
 from ayar.model.run_folder import RunFolder
 from ayar.ui import console
 
-FORMATS = ("adapter", "gguf", "vllm", "merged")  # also the order they are written in
+FORMATS = ("adapter", "gguf", "gguf-lora", "vllm", "merged")  # also the order they are written in
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -71,19 +71,19 @@ class _Job:
 
 
 def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path | None = None, *,
-               dtype: str = "auto", gguf_types: Sequence[str] = ("q8_0",), verify: bool = True,
+               dtype: str = "auto", gguf_types: Sequence[str] = ("q4_k_m",), verify: bool = True,
                overwrite: bool = False, max_shard_size: str = "5GB",
                extra_adapters: Sequence[str | Path] = (), no_gate: bool = False) -> list[ExportResult]:
     """Export a finished run in each of ``formats``.
 
     Args:
         run_dir: the run folder (``output_dir`` of ``ayar train``).
-        formats: any of ``merged``, ``adapter``, ``gguf``, ``vllm``.
+        formats: any of ``merged``, ``adapter``, ``gguf``, ``gguf-lora``, ``vllm``.
         out_dir: where the ``<format>/`` folders go; default ``run_dir/export``.
         dtype: weights of ``merged`` (and vLLM's merged copy): ``auto`` (the base's dtype),
             ``fp32``, ``bf16`` or ``fp16``. The merge itself always runs in fp32.
-        gguf_types: GGUF files to write: ``f32``, ``f16``, ``bf16``, ``q8_0``; the first is
-            the one the Ollama Modelfile uses.
+        gguf_types: GGUF files to write (:data:`ayar.export.gguf.GGUF_TYPES`); the first is the one
+            the Ollama Modelfile uses, and the base's type for ``gguf-lora``.
         verify: run the checks of :mod:`ayar.export.verify` (off: faster, unchecked).
         overwrite: replace existing export folders (else they are an error).
         max_shard_size: largest safetensors shard of ``merged``.
@@ -102,7 +102,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
     gate = governance.gate_for_release(source.run_dir, no_gate, "export")  # raises GateError when it fails
     formats = _check_request(source, formats, dtype, gguf_types, verify, extra_adapters)
     chained = source.merged_init_adapter
-    if chained and {"adapter", "vllm"} & set(formats):
+    if chained and {"adapter", "vllm", "gguf-lora"} & set(formats):
         raise AyarError(f"{source.run_dir} trained its adapter on a base with {chained} merged in "
                         "(model.init_adapter); the adapter alone does not reproduce it. Export --format merged "
                         "or gguf, which include both")
@@ -115,7 +115,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
         raise AyarError(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or --out elsewhere")
     job = _Job(source, verify, dtype, tuple(gguf_types), max_shard_size, [RunFolder.open(r) for r in extra_adapters])
     _check_extra_adapters(job)
-    if {"merged", "gguf"} & set(formats) or ("vllm" in formats and source.kind != "lora"):
+    if {"merged", "gguf", "gguf-lora"} & set(formats) or ("vllm" in formats and source.kind != "lora"):
         _load_merged(job)
     results = []
     for fmt in formats:
@@ -138,32 +138,29 @@ def export_run(run_dir: str | Path, formats: Sequence[str], out_dir: str | Path 
 def _check_request(source: RunFolder, formats: Sequence[str], dtype: str, gguf_types: Sequence[str],
                    verify: bool, extra: Sequence[str | Path]) -> list[str]:
     """The formats in writing order, after checking everything asked for; every problem is reported at once."""
-    from ayar.export.gguf_writer import GGUF_TYPES
+    from ayar.export.gguf import QUANT_FTYPES, check_types
 
     problems = [f"unknown format {f!r} (choose from {', '.join(FORMATS)})" for f in formats if f not in FORMATS]
     if not formats:
         problems.append(f"no format given (choose from {', '.join(FORMATS)})")
     if dtype not in DTYPE_CHOICES:
         problems.append(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPE_CHOICES)})")
-    if "gguf" in formats:
-        problems += [f"unknown GGUF type {t!r} (choose from {', '.join(GGUF_TYPES)})" for t in gguf_types
-                     if t not in GGUF_TYPES]
-        if not gguf_types:
-            problems.append("gguf needs at least one GGUF type")
-        if len(set(gguf_types)) != len(gguf_types):
-            problems.append(f"GGUF types repeated: {list(gguf_types)}")
+    if {"gguf", "gguf-lora"} & set(formats):
+        problems += check_types(gguf_types)
+    if "gguf-lora" in formats and source.kind != "lora":
+        problems.append(f"gguf-lora needs a LoRA run; {source.run_dir} is {source.kind} (export gguf instead)")
     if "adapter" in formats and not source.is_adapter:
         problems.append(f"{source.run_dir} is a full fine-tune: it has no adapter to export; use merged")
     if extra and "vllm" not in formats:
         problems.append("extra adapters are only served by the vllm format")
     if extra and source.kind != "lora":
         problems.append(f"extra adapters need this run to be a LoRA run too; it is {source.kind}")
-    if verify and "gguf" in formats:
+    if {"gguf", "gguf-lora"} & set(formats) and (verify or set(gguf_types) & set(QUANT_FTYPES)):
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
-            problems.append("verifying GGUF files needs llama-cpp-python: `pip install 'ayar[gguf]'`, "
-                            "or pass --no-verify")
+            problems.append("verifying and quantising GGUF files needs llama-cpp-python: `pip install 'ayar[gguf]'` "
+                            "(or, for float types only, pass --no-verify)")
     if problems:
         raise AyarError("cannot export:\n" + "\n".join(f"  {p}" for p in problems))
     return [f for f in FORMATS if f in formats]
@@ -263,33 +260,6 @@ def _check_copy(source: RunFolder, folder: Path) -> dict:
     return {"files_identical": True, "matches_run_manifest": True}
 
 
-def _write_gguf(job: _Job, staging: Path, final: Path):
-    from ayar.chat.templates import end_of_turn_ids, end_of_turn_tokens
-    from ayar.export.gguf_vocab import gguf_vocab
-    from ayar.export.gguf_writer import write_gguf
-
-    model, tokenizer, name = job.model, job.tokenizer, job.source.name
-    vocab = gguf_vocab(tokenizer, model.get_input_embeddings().weight.shape[0])
-    eot = end_of_turn_ids(tokenizer)[0]
-    references = verify.hf_reference(model, verify.prompt_ids(tokenizer)) if job.verify else None
-    files, checks = [], {}
-    for gguf_type in job.gguf_types:
-        path = write_gguf(staging / f"{name}-{gguf_type}.gguf", model, vocab, gguf_type=gguf_type, name=name,
-                          chat_template=tokenizer.chat_template, eot_id=eot)
-        files.append(path.name)
-        if references is not None:
-            if not checks:
-                checks["tokenizer"] = verify.check_tokenizer(path, tokenizer)
-            checks[gguf_type] = verify.check_gguf(path, gguf_type, references)
-    (staging / "Modelfile").write_text(ollama.modelfile(
-        files[0], tokenizer, stops=end_of_turn_tokens(tokenizer), add_bos=vocab.add_bos,
-        context_length=model.config.max_position_embeddings, model_name=name.lower(), run_name=name), "utf-8")
-    details = {"gguf_types": list(job.gguf_types), "merged_in": "fp32", "architecture": model.config.model_type,
-               "pre_tokenizer": vocab.pre, "modelfile_uses": files[0]}
-    how = ollama.instructions(str(final), files[0], name.lower())
-    return files + ["Modelfile"], details, (checks or None), ",".join(job.gguf_types), how
-
-
 def _write_vllm(job: _Job, staging: Path, final: Path):
     from ayar.chat.templates import end_of_turn_ids
 
@@ -358,7 +328,8 @@ def _save_merged(job: _Job, folder: Path, dtype, checks: dict | None) -> str:
     return dtype_name(dtype)
 
 
-WRITERS = {"adapter": _write_adapter, "gguf": _write_gguf, "vllm": _write_vllm, "merged": _write_merged}
+WRITERS = {"adapter": _write_adapter, "gguf": gguf_export.write_gguf, "gguf-lora": gguf_export.write_gguf_lora,
+           "vllm": _write_vllm, "merged": _write_merged}
 
 
 # ----------------------------------------------------------------------------- for the demo
@@ -372,12 +343,11 @@ def how_to_serve(results: Sequence[ExportResult], run_dir: str | Path) -> str:
 
 
 def export_for_serving(run_dir: str | Path, out_dir: str | Path | None = None, *,
-                       gguf_type: str = "q8_0", gguf: bool = True) -> tuple[list[ExportResult], str]:
-    """Export merged weights and (with ``gguf``) one verified GGUF file (+ Modelfile), replacing earlier ones.
+                       gguf_type: str = "q4_k_m") -> tuple[list[ExportResult], str]:
+    """Export merged weights and one verified GGUF file (+ Modelfile), replacing earlier ones.
 
     Returns:
         The results and the "how to serve" text (Ollama, llama.cpp, transformers, ayar serve).
     """
-    formats = ["merged", "gguf"] if gguf else ["merged"]
-    results = export_run(run_dir, formats, out_dir, gguf_types=(gguf_type,), verify=True, overwrite=True)
+    results = export_run(run_dir, ["merged", "gguf"], out_dir, gguf_types=(gguf_type,), verify=True, overwrite=True)
     return results, how_to_serve(results, run_dir)
