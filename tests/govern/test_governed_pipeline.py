@@ -171,7 +171,7 @@ def test_admin_api_loads_pass_the_gate_and_are_recorded(pipeline):
 
     from ayar.serve.launch import ServeOptions, build
 
-    app, _, _ = build(ServeOptions(target=str(pipeline.runs["b"])))
+    app, _, _ = build(ServeOptions(target=str(pipeline.runs["b"]), adapter_roots=[str(pipeline.runs["a"].parent)]))
     before = len(events(pipeline))
     with TestClient(app) as client:
         refused = client.post("/admin/adapters", json={"name": "a", "path": str(pipeline.runs["a"] / "adapter")})
