@@ -25,6 +25,7 @@ from ayar.errors import RecipeError
 from ayar.eval.config import EvalSection
 from ayar.govern.config import GateSection, GovernanceSection
 from ayar.section import Section
+from ayar.synth.config import SynthSection
 
 # The training methods (ayar.train.methods implements each; a test keeps the two in step) and those that
 # need a reference model. Kept here as data so that loading a recipe imports no training code.
@@ -254,6 +255,10 @@ class Recipe(Section):
     eval: EvalSection | None = Field(
         None, description="What `ayar eval RUN_DIR` measures: data, metrics, baseline, judge, forgetting and "
         "memorisation audits."
+    )
+    synth: SynthSection | None = Field(
+        None, description="A teacher model writes, labels or rewrites data (`ayar synth`) or scores sampled "
+        "replies into preference pairs (`ayar synth pairs`)."
     )
     governance: GovernanceSection = Field(
         default_factory=GovernanceSection, description="Purpose, legal basis, retention and the audit ledger "
