@@ -57,11 +57,11 @@ class Outcome:
     """Accepted records and rejects, filled in stage by stage."""
 
     records: list[tuple[Job, dict, Completion]] = field(default_factory=list)
-    rejects: list[dict] = field(default_factory=list)
+    rejects: list[tuple[int, dict]] = field(default_factory=list)  # (the job's position, the rejects line)
 
     def reject(self, job: Job, stage: str, why: Rejected) -> None:
-        self.rejects.append({"where": job.where, "stage": stage, "reason": why.code, "detail": why.detail,
-                             "prompt_sha256": prompt_hash(job.messages)})
+        self.rejects.append((job.index, {"where": job.where, "stage": stage, "reason": why.code,
+                                         "detail": why.detail, "prompt_sha256": prompt_hash(job.messages)}))
 
 
 def prompt_hash(messages: list[dict]) -> str:
@@ -102,6 +102,8 @@ def synthesize(section: SynthSection, base_dir: str | Path = ".", *, governance=
     section = _resolved(section, base_dir)
     out_dir = Path(section.output_dir)
     jobs = TASKS[section.task].jobs(section, base_dir)
+    for k, job in enumerate(jobs):
+        job.index = k
     validator = (schema_validator(section.label.schema_file, base_dir, "synth.label.schema_file")
                  if section.task == "label" else None)
     dedup = Deduplicator(section.quality.dedup, base_dir)  # reads the existing data before anything is sent
@@ -289,7 +291,7 @@ def provenance(section: SynthSection, job: Job, completion: Completion) -> dict[
 
 def _summary(section: SynthSection, jobs: list[Job], done: list, endpoint: ChatEndpoint, outcome: Outcome,
              pii_prompts: dict, pii_outputs: dict, dedup: Deduplicator, started: float) -> dict[str, Any]:
-    by_reason = Counter(r["reason"] for r in outcome.rejects)
+    by_reason = Counter(r["reason"] for _, r in outcome.rejects)
     cached = sum(1 for d in done if d.cached)
     return {
         "ayar_synth_version": SYNTH_MANIFEST_VERSION, "created_at": utc_now(), "task": section.task,
@@ -318,7 +320,7 @@ def _write(out_dir: Path, section: SynthSection, outcome: Outcome, summary: dict
         if "meta_judge_score" in record:
             meta["synthetic"]["judge_score"] = record.pop("meta_judge_score")
         lines.append(json.dumps({**record, "meta": meta}, ensure_ascii=False) + "\n")
-    rejects = [json.dumps(r, ensure_ascii=False) + "\n" for r in outcome.rejects]
+    rejects = [json.dumps(r, ensure_ascii=False) + "\n" for _, r in sorted(outcome.rejects, key=lambda x: x[0])]
     summary["outputs"] = {}
     for name, text in (("synthetic.jsonl", lines), ("rejects.jsonl", rejects)):
         tmp = out_dir / f".{name}.tmp"

@@ -52,6 +52,7 @@ class Job:
     messages: list[dict]  # sent to the teacher
     params: dict[str, Any] = field(default_factory=dict)  # per-request API parameters (a seed)
     context: dict[str, Any] = field(default_factory=dict)  # what build() needs: the prompt, the record
+    index: int = 0  # position among the run's jobs (rejects are listed in this order)
 
 
 @dataclass(frozen=True)
