@@ -68,3 +68,15 @@ def test_bad_input_exits_2_without_a_traceback(tmp_path, fake):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr + done.stdout
     assert "prompts.jsonl:2" in done.stdout + done.stderr and fake.requests == []
+
+
+def test_synth_pairs_command(tmp_path, fake):
+    write_jsonl(tmp_path / "prompts.jsonl", PROMPTS[:2])
+    recipe = write_recipe(tmp_path, {"teacher": teacher(fake), "privacy": {"redact_outputs": False},
+                                     "pairs": {"prompts": "prompts.jsonl", "k": 2, "scorer": "regex",
+                                               "regex": "Sipariş 0", "min_gap": 1}})
+    result = runner.invoke(app, ["synth", "pairs", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert "synth pairs: 0 pairs from 2 prompts (k=2, scorer regex); skipped: gap_too_small 2" in result.output
+    missing = runner.invoke(app, ["synth", "pairs"])
+    assert "needs the recipe" in str(missing.exception)

@@ -99,7 +99,7 @@ def synthesize(section: SynthSection, base_dir: str | Path = ".", *, governance=
                         "`ayar synth pairs`)")
     started, clock = time.perf_counter(), clock or Clock()
     base_dir = Path(base_dir)
-    section = _resolved(section, base_dir)
+    section = resolved(section, base_dir)
     out_dir = Path(section.output_dir)
     jobs = TASKS[section.task].jobs(section, base_dir)
     for k, job in enumerate(jobs):
@@ -108,7 +108,7 @@ def synthesize(section: SynthSection, base_dir: str | Path = ".", *, governance=
                  if section.task == "label" else None)
     dedup = Deduplicator(section.quality.dedup, base_dir)  # reads the existing data before anything is sent
     outcome = Outcome()
-    jobs, pii_prompts = _privacy(section, jobs, outcome)
+    jobs, pii_prompts = guard_prompts(section, jobs, outcome)
     endpoint = endpoint_for(section, out_dir, clock)
     done = _ask(section, endpoint, jobs, governance, show_progress)
     _build(section, jobs, done, validator, outcome)
@@ -122,7 +122,8 @@ def synthesize(section: SynthSection, base_dir: str | Path = ".", *, governance=
     return summary
 
 
-def _resolved(section: SynthSection, base_dir: Path) -> SynthSection:
+def resolved(section: SynthSection, base_dir: Path) -> SynthSection:
+    """``section`` with its output folder and cache made absolute against the recipe's folder."""
     update = {"output_dir": str(resolve_path(section.output_dir, base_dir))}
     if section.cache:
         update["cache"] = str(resolve_path(section.cache, base_dir))
@@ -132,8 +133,12 @@ def _resolved(section: SynthSection, base_dir: Path) -> SynthSection:
 # ----------------------------------------------------------------------------- privacy and the teacher
 
 
-def _privacy(section: SynthSection, jobs: list[Job], outcome: Outcome) -> tuple[list[Job], dict[str, int]]:
-    """Redact or drop prompts with personal data before a non-local teacher (refuse: the endpoint's guard)."""
+def guard_prompts(section: SynthSection, jobs: list[Job], outcome: Outcome) -> tuple[list[Job], dict[str, int]]:
+    """Redact or drop prompts with personal data before a non-local teacher (refuse: the endpoint's guard).
+
+    Returns:
+        The jobs to send (masked with ``redact``) and the values found per entity type.
+    """
     mode = section.privacy.pii
     if is_local(section.teacher.base_url) or mode == "refuse":
         return jobs, {}
@@ -320,7 +325,7 @@ def _write(out_dir: Path, section: SynthSection, outcome: Outcome, summary: dict
         if "meta_judge_score" in record:
             meta["synthetic"]["judge_score"] = record.pop("meta_judge_score")
         lines.append(json.dumps({**record, "meta": meta}, ensure_ascii=False) + "\n")
-    rejects = [json.dumps(r, ensure_ascii=False) + "\n" for _, r in sorted(outcome.rejects, key=lambda x: x[0])]
+    rejects = reject_lines(outcome)
     summary["outputs"] = {}
     for name, text in (("synthetic.jsonl", lines), ("rejects.jsonl", rejects)):
         tmp = out_dir / f".{name}.tmp"
@@ -329,6 +334,11 @@ def _write(out_dir: Path, section: SynthSection, outcome: Outcome, summary: dict
         summary["outputs"][name] = {**file_record(out_dir / name), "records": len(text)}
     summary["output_dir"] = str(out_dir)
     write_json_atomic(out_dir / "manifest.json", summary)
+
+
+def reject_lines(outcome: Outcome) -> list[str]:
+    """The rejects as JSON lines, in the order of the jobs they came from."""
+    return [json.dumps(r, ensure_ascii=False) + "\n" for _, r in sorted(outcome.rejects, key=lambda x: x[0])]
 
 
 def _record(summary: dict[str, Any], governance) -> None:

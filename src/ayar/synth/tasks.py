@@ -105,7 +105,7 @@ def read_input(path: str, base_dir: Path, limit: int | None, parse: Callable[[di
     return out
 
 
-def _with_system(section: SynthSection, messages: list[dict]) -> list[dict]:
+def with_system(section: SynthSection, messages: list[dict]) -> list[dict]:
     if section.system and not any(m["role"] == "system" for m in messages):
         return [{"role": "system", "content": section.system}, *messages]
     return messages
@@ -134,7 +134,7 @@ def prompt_of(raw: dict) -> list[dict]:
 
 def _answer_jobs(section: SynthSection, base_dir: Path) -> list[Job]:
     rows = read_input(section.input, base_dir, section.limit, prompt_of)
-    return [Job(where, _with_system(section, prompt), context={"prompt": prompt}) for where, prompt in rows]
+    return [Job(where, with_system(section, prompt), context={"prompt": prompt}) for where, prompt in rows]
 
 
 def _answer_build(section: SynthSection, job: Job, reply: str, validator: Any) -> dict:
@@ -170,7 +170,7 @@ def _generate_jobs(section: SynthSection, base_dir: Path) -> list[Job]:
             text = template.safe_substitute(topic=topic, examples="\n".join(shown), language=_LANGUAGE_LINE[g.language])
             # the per-request seed makes each request (and its cache key) distinct
             jobs.append(Job(f"generate: topic {t + 1}, example {n + 1}",
-                            _with_system(section, [{"role": "user", "content": text}]),
+                            with_system(section, [{"role": "user", "content": text}]),
                             params={"seed": section.teacher.seed + len(jobs)}))
             if section.limit is not None and len(jobs) >= section.limit:
                 return jobs
@@ -206,7 +206,7 @@ def _label_jobs(section: SynthSection, base_dir: Path) -> list[Job]:
     jobs = []
     for where, raw in read_input(section.input, base_dir, section.limit, parse):
         text = template.safe_substitute(instruction=lab.instruction, schema=schema, text=raw[lab.input_field])
-        jobs.append(Job(where, _with_system(section, [{"role": "user", "content": text}]), context={"raw": raw}))
+        jobs.append(Job(where, with_system(section, [{"role": "user", "content": text}]), context={"raw": raw}))
     return jobs
 
 
@@ -279,7 +279,7 @@ def _rewrite_jobs(section: SynthSection, base_dir: Path) -> list[Job]:
     jobs = []
     for where, (record, text) in read_input(section.input, base_dir, section.limit, parse):
         request = template.safe_substitute(instruction=rw.instruction, text=text)
-        jobs.append(Job(where, _with_system(section, [{"role": "user", "content": request}]),
+        jobs.append(Job(where, with_system(section, [{"role": "user", "content": request}]),
                         context={"record": record}))
     return jobs
 
