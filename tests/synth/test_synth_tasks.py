@@ -150,3 +150,33 @@ def test_task_sections_are_checked_when_the_recipe_loads():
                                      "rewrite": {"instruction": "x"}})
     text = str(err.value)
     assert "task label needs a `label:` section" in text and "needs `input`" in text and "section `rewrite`" in text
+
+
+def test_judge_scores_reject_below_the_threshold(tmp_path, fake):
+    fake.reply = lambda body: (200, f"{user_text(body)}: siparişiniz {'yarın' if 'iyi' in user_text(body) else 'bilinmiyor'}"
+                                    " olarak görünüyor, teşekkür ederiz.")
+    judge = FakeTeacher(lambda body: (200, "Yeterli.\nSCORE: 8" if "yarın" in user_text(body) else
+                                      "Zayıf.\nSCORE: 3" if "bilinmiyor" in user_text(body) else "no score"))
+    try:
+        write_jsonl(tmp_path / "in.jsonl", [{"prompt": "iyi soru"}, {"prompt": "kötü soru"}])
+        summary, records, rejects = run(tmp_path, fake, task="answer", input="in.jsonl",
+                                        quality={"judge": {"base_url": judge.url, "model": "judge",
+                                                           "api_key_env": None, "threshold": 6}})
+    finally:
+        judge.close()
+    assert [r["messages"][0]["content"] for r in records] == ["iyi soru"]
+    assert records[0]["meta"]["synthetic"]["judge_score"] == 8.0
+    assert [(r["reason"], r["detail"]) for r in rejects] == [("low_score", "judge score 3 < 6")]
+    assert len(judge.requests) == 2 and summary["rejects"]["by_reason"] == {"low_score": 1}
+
+
+def test_the_ledger_records_inputs_and_outputs_by_hash(tmp_path, fake, monkeypatch):
+    from ayar.govern.ledger import Ledger
+
+    monkeypatch.setenv("AYAR_LEDGER", str(tmp_path / "ledger.jsonl"))
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": "Merhaba, kargom nerede?"}])
+    run(tmp_path, fake, task="answer", input="in.jsonl")
+    entry = [e for e in Ledger(tmp_path / "ledger.jsonl").entries() if e["event"] == "synth"][-1]
+    assert set(entry["inputs"]) == {"input:in.jsonl"} and set(entry["outputs"]) == {"synthetic.jsonl",
+                                                                                     "rejects.jsonl"}
+    assert entry["data"]["teacher"]["model"] == "fake-teacher" and "Merhaba" not in json.dumps(entry)

@@ -118,7 +118,7 @@ def synthesize(section: SynthSection, base_dir: str | Path = ".", *, governance=
         _judge(section, base_dir, outcome, governance, clock)
     summary = _summary(section, jobs, done, endpoint, outcome, pii_prompts, pii_outputs, dedup, started)
     _write(out_dir, section, outcome, summary)
-    _record(summary, governance)
+    _record(summary, section, base_dir, governance)
     return summary
 
 
@@ -341,16 +341,21 @@ def reject_lines(outcome: Outcome) -> list[str]:
     return [json.dumps(r, ensure_ascii=False) + "\n" for _, r in sorted(outcome.rejects, key=lambda x: x[0])]
 
 
-def _record(summary: dict[str, Any], governance) -> None:
-    """The audit ledger entry: the outputs by hash, the teacher, counts and cost (no text)."""
+def _record(summary: dict[str, Any], section: SynthSection, base_dir: Path, governance) -> None:
+    """The audit ledger entry: the input files and outputs by hash, the teacher, counts and cost (no text)."""
+    from ayar.govern.ledger import ref
     from ayar.govern.record import open_ledger
 
+    named = [("input", section.input), ("seeds", section.generate.seeds if section.generate else None),
+             *(("dedup_against", p) for p in section.quality.dedup.against)]
+    inputs = {f"{kind}:{Path(p).name}": ref(resolve_path(p, base_dir)) for kind, p in named
+              if p is not None and resolve_path(p, base_dir).is_file()}
     out = Path(summary["output_dir"])
     outputs = {name: {"path": str((out / name).resolve()), "sha256": rec["sha256"]}
                for name, rec in summary["outputs"].items()}
     data = {k: summary[k] for k in ("task", "teacher", "requests", "records", "rejects", "pii")}
     data["usage"] = {k: summary["usage"][k] for k in ("total_tokens", "estimated_cost", "currency")}
-    open_ledger(governance).append("synth", data, outputs=outputs)
+    open_ledger(governance).append("synth", data, inputs=inputs, outputs=outputs)
 
 
 def summary_line(s: dict[str, Any]) -> str:
