@@ -19,8 +19,9 @@ def test_best_vs_worst_by_hand():
     assert select_pair(replies, [3.0, 7.0, 1.0, 5.0], min_gap=2) == Selection(chosen=1, rejected=2, gap=6.0)
     # ties: the first reply with the best score, the first with the worst
     assert select_pair(replies, [7.0, 7.0, 2.0, 2.0], min_gap=1) == Selection(0, 2, 5.0)
-    # unscored replies are ignored
+    # unscored replies are ignored, and so are empty ones
     assert select_pair(replies, [None, 4.0, None, 6.0], min_gap=1) == Selection(3, 1, 2.0)
+    assert select_pair(["", "b", "c"], [0.0, 5.0, 9.0], min_gap=1) == Selection(2, 1, 4.0)
 
 
 def test_minimum_gap_rule_by_hand():

@@ -46,11 +46,11 @@ class Selection:
 def select_pair(replies: Sequence[str], scores: Sequence[float | None], min_gap: float) -> Selection | Rejected:
     """Best vs worst reply by score: the first reply with the highest score against the first with the lowest.
 
-    Replies without a score are ignored. Returns :class:`Rejected` (``too_few_scored``,
+    Replies without a score, and empty replies (no preference record can hold them), are ignored. Returns :class:`Rejected` (``too_few_scored``,
     ``gap_too_small`` or ``identical_replies``) when no useful pair exists: fewer than two scored
     replies, a gap below ``min_gap`` (or no gap at all), or the best and worst replies have the same text.
     """
-    scored = [(k, s) for k, s in enumerate(scores) if s is not None]
+    scored = [(k, s) for k, s in enumerate(scores) if s is not None and replies[k].strip()]
     if len(scored) < 2:
         return Rejected("too_few_scored", f"{len(scored)} of {len(scores)} replies were scored; at least 2 needed")
     best = max(scored, key=lambda ks: ks[1])  # max/min keep the first of equal scores

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ayar.data.formats import RecordError
 from ayar.data.readers import resolve_path
 from ayar.errors import AyarError
 from ayar.eval.endpoint import ChatEndpoint, Completion, EndpointError
@@ -207,7 +208,12 @@ def _build(section: SynthSection, jobs: list[Job], done: list, validator: Any, o
     task = TASKS[section.task]
     for job, completion in zip(jobs, done, strict=True):
         try:
+            if not completion.text.strip():
+                raise Rejected("empty_reply", "the teacher's reply is empty")
             record = task.build(section, job, completion.text, validator)
+            output_text(record)  # the record must read back as prepare reads it
+        except RecordError as exc:
+            outcome.reject(job, "parse", Rejected(exc.code, exc.detail))
         except Rejected as why:
             outcome.reject(job, "parse", why)
             continue
