@@ -92,7 +92,8 @@ def build_pairs(section: SynthSection, base_dir: str | Path = ".", *, governance
     for k, job in enumerate(jobs):
         job.index = k
     n_prompts, outcome = len(jobs), Outcome()
-    jobs, _ = guard_prompts(section, jobs, outcome)
+    if config.sampler == "teacher":  # a local student sees the prompts as they are
+        jobs, _ = guard_prompts(section, jobs, outcome)
     replies, usage = _sample(section, config, jobs, out_dir, base_dir, governance, clock)
     replies = _redact(section, replies)
     scores = _score(section, config, scorer, jobs, replies, base_dir, governance, clock)
