@@ -204,8 +204,18 @@ class ChatEndpoint:
 
     def complete_many(self, conversations: Sequence[Sequence[dict]], **params: Any) -> list[str | EndpointError]:
         """``complete`` for each conversation, ``concurrency`` at a time; a failure is returned in its place."""
-        done = self.complete_requests([(messages, params) for messages in conversations])
-        return [r if isinstance(r, EndpointError) else r.text for r in done]
+        from ayar.govern.external import check_outgoing
+
+        check_outgoing(self.config.base_url, self.config.model, conversations)  # no PII to other machines
+
+        def one(messages: Sequence[dict]) -> str | EndpointError:
+            try:
+                return self.complete(messages, **params)
+            except EndpointError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+            return list(pool.map(one, conversations))
 
     def complete_requests(self, requests: Sequence[tuple[Sequence[dict], dict[str, Any]]],
                           progress: Callable[[], None] | None = None) -> list[Completion | EndpointError]:
