@@ -64,3 +64,28 @@ def test_prepare_reports_shares_without_a_target(tmp_path):
     mix = prepare(section, tmp_path, show_progress=False)["mix"]
     assert mix["target_synthetic_share"] is None and mix["left_out"] == {"synthetic": 0, "human": 0}
     assert mix["before"] == {"synthetic": 5, "human": 5}
+
+
+def test_lineage_runs_from_a_prepared_dataset_back_through_synth(tmp_path, monkeypatch):
+    from synth_fake import FakeTeacher, teacher, user_text
+
+    from ayar.govern.ledger import Ledger
+    from ayar.govern.lineage import lineage
+    from ayar.synth.config import SynthSection
+    from ayar.synth.run import synthesize
+
+    monkeypatch.setenv("AYAR_LEDGER", str(tmp_path / "ledger.jsonl"))
+    write_jsonl(tmp_path / "questions.jsonl", [{"prompt": f"soru {i}: {WORDS[i]} nasıl?"} for i in range(6)])
+    fake = FakeTeacher(lambda body: (200, f"{user_text(body)} sorusunun yanıtı: {WORDS[len(user_text(body)) % 20]}."))
+    try:
+        synthesize(SynthSection.model_validate({"teacher": teacher(fake), "task": "answer", "input": "questions.jsonl",
+                                                "output_dir": "synth", "privacy": {"redact_outputs": False}}),
+                   tmp_path, show_progress=False)
+    finally:
+        fake.close()
+    prepare(PrepareSection.model_validate({"sources": [{"path": "synth/synthetic.jsonl"}], "pii": None,
+                                           "output_dir": "prepared"}), tmp_path, show_progress=False)
+    found = lineage(Ledger(tmp_path / "ledger.jsonl").entries(), str(tmp_path / "prepared" / "train.jsonl"))
+    assert [s["label"] for s in found["sources"]] == ["input:questions.jsonl"]
+    assert any(u["event"] == "synth" and "6 answer records from teacher fake-teacher" in u["what"]
+               for u in found["upstream"])

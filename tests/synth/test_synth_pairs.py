@@ -135,3 +135,14 @@ def test_pairs_sampled_from_a_local_student(tmp_path, tiny_llama):
     summary = build_pairs(section, tmp_path)
     assert summary["prompts"] == 2 and summary["usage"] is None
     assert summary["pairs"] + summary["rejects"]["total"] == 2
+
+
+def test_pairs_are_recorded_in_the_ledger(tmp_path, fake, monkeypatch):
+    from ayar.govern.ledger import Ledger
+
+    monkeypatch.setenv("AYAR_LEDGER", str(tmp_path / "ledger.jsonl"))
+    write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Kargo"}])
+    build_pairs(pairs_section(fake, scorer="regex", regex="size"), tmp_path)
+    entry = [e for e in Ledger(tmp_path / "ledger.jsonl").entries() if e["event"] == "synth_pairs"][-1]
+    assert set(entry["inputs"]) == {"prompts:prompts.jsonl"} and "pairs.jsonl" in entry["outputs"]
+    assert entry["data"]["pairs"] == 1 and entry["data"]["scorer"] == "regex"

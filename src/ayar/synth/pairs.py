@@ -105,6 +105,7 @@ def build_pairs(section: SynthSection, base_dir: str | Path = ".", *, governance
                            "by_reason": dict(Counter(r["reason"] for _, r in outcome.rejects).most_common())},
                "usage": usage, "seconds": round(time.perf_counter() - started, 2)}
     _write(out_dir, section, config, pairs, outcome, summary)
+    _record(summary, config, base_dir, governance)
     return summary
 
 
@@ -204,6 +205,21 @@ def _write(out_dir: Path, section: SynthSection, config: PairsConfig, pairs: lis
         summary["outputs"][name] = {**file_record(out_dir / name), "records": len(text)}
     summary["output_dir"] = str(out_dir)
     write_json_atomic(out_dir / "pairs_manifest.json", summary)
+
+
+def _record(summary: dict[str, Any], config: PairsConfig, base_dir: Path, governance) -> None:
+    """The audit ledger entry: the prompts file and the outputs by hash, the sampler, scorer and counts."""
+    from ayar.data.readers import resolve_path
+    from ayar.govern.ledger import ref
+    from ayar.govern.record import open_ledger
+
+    out = Path(summary["output_dir"])
+    outputs = {name: {"path": str((out / name).resolve()), "sha256": rec["sha256"]}
+               for name, rec in summary["outputs"].items()}
+    data = {k: summary[k] for k in ("sampler", "k", "scorer", "min_gap", "prompts", "pairs", "rejects")}
+    open_ledger(governance).append("synth_pairs", data, outputs=outputs,
+                                   inputs={f"prompts:{Path(config.prompts).name}":
+                                           ref(resolve_path(config.prompts, base_dir))})
 
 
 def summary_line(s: dict[str, Any]) -> str:
