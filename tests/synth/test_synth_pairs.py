@@ -87,6 +87,18 @@ def test_pairs_with_a_python_reward_rule(tmp_path, fake):
     write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "Kargo"}])
     summary = build_pairs(pairs_section(fake, scorer="python", function="rewards.py:formal", min_gap=3), tmp_path)
     assert summary["pairs"] == 1 and summary["mean_gap"] == 3.0
+    (tmp_path / "verify.py").write_text("def formal(prompt, reply):\n    return 'size' in reply\n")
+    verified = build_pairs(pairs_section(fake, scorer="python", function="verify.py:formal", min_gap=1), tmp_path)
+    assert verified["pairs"] == 1 and verified["mean_gap"] == 1.0  # a verifier's True / False scores 1 / 0
+    (tmp_path / "broken.py").write_text("def formal(prompt, reply):\n    return 'yes'\n")
+    with pytest.raises(AyarError, match="returned str 'yes'; it must return a finite number"):
+        build_pairs(pairs_section(fake, scorer="python", function="broken.py:formal"), tmp_path)
+    (tmp_path / "raises.py").write_text("def formal(prompt, reply):\n    return 1 / 0\n")
+    with pytest.raises(AyarError, match="raised ZeroDivisionError on reply 1"):
+        build_pairs(pairs_section(fake, scorer="python", function="raises.py:formal"), tmp_path)
+    (tmp_path / "syntax.py").write_text("def formal(:\n")
+    with pytest.raises(AyarError, match="syntax.py cannot be loaded: SyntaxError"):
+        build_pairs(pairs_section(fake, scorer="python", function="syntax.py:formal"), tmp_path)
     bad = pairs_section(fake, scorer="python", function="rewards.py:missing")
     with pytest.raises(AyarError, match="defines no function missing"):
         build_pairs(bad, tmp_path)

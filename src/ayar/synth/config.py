@@ -122,7 +122,8 @@ class PairsConfig(Section):
     schema_file: str | None = Field(None, description="scorer json_schema: the JSON Schema file.")
     regex: str | None = Field(None, description="scorer regex: a Python regular expression searched in the reply.")
     function: str | None = Field(None, description=(
-        "scorer python: FILE.py:NAME, a function (prompt messages, reply) -> float; higher is better."))
+        "scorer python: FILE.py:NAME, a function (prompt messages, reply) -> a number, higher is better (a reward "
+        "rule), or True / False (a verifier: 1 / 0)."))
     min_gap: float = Field(1.0, ge=0, description=(
         "Keep a pair only when best score - worst score >= min_gap (and > 0): ties teach nothing."))
     output: str = Field("pairs.jsonl", description="File name of the pairs, inside synth.output_dir.")

@@ -7,7 +7,8 @@ when no score could be had (a judge request that failed, a response without a sc
   N from 1 to 10 (the last such line counts);
 - json_schema: 1.0 when the reply is one JSON object valid under the schema, else 0.0;
 - regex: 1.0 when the pattern is found in the reply, else 0.0;
-- python: a function ``(prompt messages, reply) -> float`` from a file, the reward rule.
+- python: a function ``(prompt messages, reply) -> float`` from a file: a reward rule, or a verifier
+  returning True / False (scored 1.0 / 0.0).
 """
 
 from __future__ import annotations
@@ -76,9 +77,15 @@ def verifier(config: PairsConfig, base_dir: Path) -> Scorer:
 
     def by_function(prompts, replies) -> list[float | None]:
         out = []
-        for p, r in zip(prompts, replies, strict=True):
-            value = function(list(p), r)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        for k, (p, r) in enumerate(zip(prompts, replies, strict=True)):
+            try:
+                value = function(list(p), r)
+            except Exception as exc:  # the user's code: say where, not what it was given (it may be personal)
+                raise AyarError(f"synth.pairs.function: {config.function} raised {type(exc).__name__} on reply "
+                                f"{k + 1}; fix the function (run it on that reply by hand)") from None
+            if isinstance(value, bool):  # a verifier: pass or fail
+                value = float(value)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise AyarError(f"synth.pairs.function: {config.function} returned {type(value).__name__} "
                                 f"{value!r}; it must return a finite number")
             out.append(float(value))
@@ -101,7 +108,11 @@ def load_function(spec: str, base_dir: Path) -> Callable:
         raise AyarError(f"synth.pairs.function: {path} does not exist")
     module_spec = importlib.util.spec_from_file_location(f"ayar_reward_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise AyarError(f"synth.pairs.function: {path} cannot be loaded: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     function = getattr(module, name, None)
     if not callable(function):
         raise AyarError(f"synth.pairs.function: {path} defines no function {name}")
