@@ -80,3 +80,12 @@ def test_synth_pairs_command(tmp_path, fake):
     assert "synth pairs: 0 pairs from 2 prompts (k=2, scorer regex); skipped: gap_too_small 2" in result.output
     missing = runner.invoke(app, ["synth", "pairs"])
     assert "needs the recipe" in str(missing.exception)
+
+
+def test_outputs_never_overwrite_an_input(tmp_path, fake):
+    (tmp_path / "data" / "synth").mkdir(parents=True)
+    write_jsonl(tmp_path / "data" / "synth" / "synthetic.jsonl", PROMPTS)
+    recipe = write_recipe(tmp_path, synth(fake, input="data/synth/synthetic.jsonl"))
+    result = runner.invoke(app, ["synth", str(recipe)])
+    assert isinstance(result.exception, AyarError)
+    assert "would overwrite the synth.input" in str(result.exception) and fake.requests == []

@@ -30,7 +30,16 @@ from ayar.govern.external import allowing
 from ayar.govern.manifest import file_record, utc_now, write_json_atomic
 from ayar.synth.config import PairsConfig, SynthSection
 from ayar.synth.cost import account
-from ayar.synth.run import Clock, Outcome, endpoint_for, guard_prompts, prompt_hash, reject_lines, resolved
+from ayar.synth.run import (
+    Clock,
+    Outcome,
+    check_paths,
+    endpoint_for,
+    guard_prompts,
+    prompt_hash,
+    reject_lines,
+    resolved,
+)
 from ayar.synth.tasks import Job, Rejected, prompt_of, read_input, with_system
 
 
@@ -80,6 +89,7 @@ def build_pairs(section: SynthSection, base_dir: str | Path = ".", *, governance
     started, clock, base_dir = time.perf_counter(), clock or Clock(), Path(base_dir)
     section = resolved(section, base_dir)
     config, out_dir = section.pairs, Path(section.output_dir)
+    check_paths(section, base_dir, (config.output, "pairs_rejects.jsonl", "pairs_manifest.json", "judge_cache.jsonl"))
     if config.scorer == "judge" and section.quality.judge is None:
         raise AyarError("synth.pairs.scorer judge needs synth.quality.judge (the judge model and rubric)")
     scorer = None

@@ -102,6 +102,7 @@ def synthesize(section: SynthSection, base_dir: str | Path = ".", *, governance=
     base_dir = Path(base_dir)
     section = resolved(section, base_dir)
     out_dir = Path(section.output_dir)
+    check_paths(section, base_dir, ("synthetic.jsonl", "rejects.jsonl", "manifest.json", "judge_cache.jsonl"))
     jobs = TASKS[section.task].jobs(section, base_dir)
     for k, job in enumerate(jobs):
         job.index = k
@@ -121,6 +122,24 @@ def synthesize(section: SynthSection, base_dir: str | Path = ".", *, governance=
     _write(out_dir, section, outcome, summary)
     _record(summary, section, base_dir, governance)
     return summary
+
+
+def check_paths(section: SynthSection, base_dir: Path, outputs: tuple[str, ...]) -> None:
+    """Refuse outputs (and the request cache) that would overwrite an input file, before anything is sent.
+
+    Raises:
+        AyarError: naming the clashing setting and path.
+    """
+    from ayar.fsutil import check_distinct
+
+    named = {"synth.input": section.input, "synth.generate.seeds": section.generate.seeds if section.generate else None,
+             "synth.label.schema_file": section.label.schema_file if section.label else None,
+             "synth.pairs.prompts": section.pairs.prompts if section.pairs else None,
+             **{f"synth.quality.dedup.against[{i}]": p for i, p in enumerate(section.quality.dedup.against)}}
+    inputs = {k: resolve_path(v, base_dir) for k, v in named.items() if v is not None}
+    out = Path(section.output_dir)
+    check_distinct(inputs, {**{f"synth.output_dir: {name}": out / name for name in outputs},
+                            "synth.cache": Path(section.cache) if section.cache else out / "cache.jsonl"})
 
 
 def resolved(section: SynthSection, base_dir: Path) -> SynthSection:
