@@ -169,6 +169,7 @@ class ChatEndpoint:
         entry = self.cache.entry(key)
         if entry is not None:
             return Completion(entry["response"], entry.get("usage"), True, entry.get("at"))
+        # booked with the rate limiter before sending: ~3 characters a prompt token, plus the longest reply allowed
         estimate = sum(len(str(m.get("content") or "")) for m in messages) // 3 + int(params.get("max_tokens") or 0)
         for attempt in range(self.config.max_retries + 1):
             grant = self.limiter.acquire(estimate) if self.limiter is not None else None
