@@ -248,6 +248,40 @@ def prepare(recipe: Path, set_: SetOption = None) -> None:
     console.print(f"{summary_line(summary)}; wrote {summary['output_dir']}", markup=False)
 
 
+@app.command()
+def synth(
+    target: Annotated[str, typer.Argument(help="The recipe; or `pairs` followed by the recipe.")],
+    recipe: Annotated[Path | None, typer.Argument(help="With `pairs`: the recipe.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """A teacher model writes data (`ayar synth RECIPE`) or preference pairs (`ayar synth pairs RECIPE`).
+
+    Runs the recipe's `synth:` section: requests are cached in the output folder, so running the
+    command again sends only what was not answered before.
+    """
+    from ayar.recipe import load_recipe
+
+    if target == "pairs":
+        if recipe is None:
+            raise AyarError("ayar synth pairs needs the recipe: ayar synth pairs RECIPE")
+    elif recipe is not None:
+        raise AyarError(f"ayar synth takes one recipe; did you mean `ayar synth pairs {recipe}`?")
+    path = recipe if target == "pairs" else Path(target)
+    loaded = load_recipe(path, set_ or [])
+    if loaded.synth is None:
+        raise AyarError(f"{path}: no `synth:` section; add one with a teacher and a task (see the README)")
+    base_dir = path.resolve().parent
+    if target == "pairs":
+        from ayar.synth.pairs import build_pairs, summary_line
+
+        summary = build_pairs(loaded.synth, base_dir, governance=loaded.governance)
+    else:
+        from ayar.synth.run import summary_line, synthesize
+
+        summary = synthesize(loaded.synth, base_dir, governance=loaded.governance)
+    console.print(summary_line(summary), markup=False)
+
+
 @data_app.command("inspect")
 def data_inspect(
     file: Annotated[Path, typer.Argument(help="A .jsonl, .json, .csv, .tsv or .parquet file, or a datasets "

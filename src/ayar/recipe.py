@@ -25,10 +25,11 @@ from ayar.errors import RecipeError
 from ayar.eval.config import EvalSection
 from ayar.govern.config import GateSection, GovernanceSection
 from ayar.section import Section
+from ayar.synth.config import SynthSection
 
 # The training methods (ayar.train.methods implements each; a test keeps the two in step) and those that
 # need a reference model. Kept here as data so that loading a recipe imports no training code.
-METHOD_NAMES = ("pretrain", "sft", "dpo", "orpo", "cpo", "simpo", "kto")
+METHOD_NAMES = ("pretrain", "sft", "dpo", "orpo", "cpo", "simpo", "kto", "distill")
 REFERENCE_METHODS = ("dpo", "kto")
 
 
@@ -173,8 +174,25 @@ class KtoSection(Section):
                                       "raise it when undesirable examples are scarce.")
 
 
+class DistillSection(Section):
+    teacher: str = Field(description="The teacher: a model folder, or a finished run folder (base + adapter), on "
+                         "this machine and sharing the student's tokenizer.")
+    temperature: float = Field(1.0, gt=0, le=20, description="Softens both distributions (softmax(z / T)); the KL "
+                               "term is scaled by T^2.")
+    kl_weight: float = Field(1.0, ge=0, description="Weight of the forward KL(teacher || student) term.")
+    sft_weight: float = Field(0.0, ge=0, description="Weight of the usual SFT cross-entropy on the data's tokens "
+                              "(0: pure distillation).")
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> DistillSection:
+        if self.kl_weight == 0 and self.sft_weight == 0:
+            raise ValueError("kl_weight and sft_weight are both 0: nothing would be learned")
+        return self
+
+
 METHOD_SECTIONS: dict[str, type[Section]] = {
     "dpo": DpoSection, "orpo": OrpoSection, "cpo": CpoSection, "simpo": SimpoSection, "kto": KtoSection,
+    "distill": DistillSection,
 }
 
 
@@ -236,7 +254,7 @@ class Recipe(Section):
     model: ModelSection = Field(description="The base model.")
     data: DataSection = Field(description="Training and validation data.")
     method: str = Field(
-        "sft", description="Training method: pretrain, sft, dpo, orpo, kto, cpo or simpo.")
+        "sft", description="Training method: pretrain, sft, dpo, orpo, kto, cpo, simpo or distill.")
     adapter: AdapterSection = Field(default_factory=AdapterSection, description="Adapter or full fine-tuning.")
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation hyper-parameters.")
     output_dir: str = Field("runs/ayar", description="Run folder: adapter, metrics.jsonl, resolved recipe.")
@@ -251,9 +269,15 @@ class Recipe(Section):
     cpo: CpoSection | None = Field(None, description="CPO settings (method: cpo).")
     simpo: SimpoSection | None = Field(None, description="SimPO settings (method: simpo).")
     kto: KtoSection | None = Field(None, description="KTO settings (method: kto).")
+    distill: DistillSection | None = Field(None, description="Logit distillation from a local teacher (method: "
+                                           "distill; required then).")
     eval: EvalSection | None = Field(
         None, description="What `ayar eval RUN_DIR` measures: data, metrics, baseline, judge, forgetting and "
         "memorisation audits."
+    )
+    synth: SynthSection | None = Field(
+        None, description="A teacher model writes, labels or rewrites data (`ayar synth`) or scores sampled "
+        "replies into preference pairs (`ayar synth pairs`)."
     )
     governance: GovernanceSection = Field(
         default_factory=GovernanceSection, description="Purpose, legal basis, retention and the audit ledger "
@@ -314,6 +338,8 @@ class Recipe(Section):
         if self.method in REFERENCE_METHODS and full and p.reference == "adapter_disabled":
             found.append((("preference", "reference"), "preference.reference adapter_disabled needs an adapter; with "
                           "adapter.type full use copy or precompute"))
+        if self.method == "distill" and self.distill is None:
+            found.append((("method",), "method distill needs a `distill:` section naming the teacher"))
         if self.dpo is not None and self.dpo.label_smoothing and self.dpo.loss in ("hinge", "ipo"):
             found.append((("dpo", "label_smoothing"), f"dpo.label_smoothing applies to the sigmoid and robust "
                           f"losses, not {self.dpo.loss}"))
@@ -500,11 +526,15 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     if preference.cache_dir:
         preference = preference.model_copy(update={"cache_dir": resolve(preference.cache_dir)})
     evaluation = recipe.eval.resolved(base) if recipe.eval else None
+    distill = recipe.distill
+    if distill is not None and (distill.teacher.startswith((".", "/", "~")) or (base / distill.teacher).exists()):
+        distill = distill.model_copy(update={"teacher": resolve(distill.teacher)})
     governance = recipe.governance
     if governance.ledger:
         governance = governance.model_copy(update={"ledger": resolve(governance.ledger)})
     return recipe.model_copy(update={"data": data, "model": model, "output_dir": resolve(recipe.output_dir),
-                                     "preference": preference, "eval": evaluation, "governance": governance})
+                                     "preference": preference, "eval": evaluation, "governance": governance,
+                                     "distill": distill})
 
 
 # ----------------------------------------------------------------------------- error text

@@ -10,7 +10,8 @@ from ayar.train.objectives import Objective, Reference, ReferenceObjective, make
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_each_method_has_an_objective_of_the_protocol(method):
-    recipe = validate_recipe({"model": {"path": "m"}, "data": {"train": "t.jsonl"}, "method": method})
+    extra = {"distill": {"teacher": "teacher"}} if method == "distill" else {}  # its teacher is required
+    recipe = validate_recipe({"model": {"path": "m"}, "data": {"train": "t.jsonl"}, "method": method, **extra})
     objective = make_objective(recipe, Reference("adapter_disabled"))
     assert isinstance(objective, Objective)
     assert objective.needs_reference == (method in REFERENCE_METHODS)

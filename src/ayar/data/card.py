@@ -49,6 +49,7 @@ REASONS = {
     "exact_duplicate": "the same text as an earlier record",
     "near_duplicate": "nearly the same text as an earlier record",
     "sampled_out": "not drawn by the source's sample_size",
+    "mixed_out": "left out to reach prepare.synthetic_share (synthetic vs human records)",
     "weighted_out": "left out of train by a source weight below 1",
     "leakage_dropped": "a duplicate of a record in another split (leakage.resolve: drop)",
 }

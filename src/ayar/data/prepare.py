@@ -45,6 +45,7 @@ from ayar.data.formats import (
     record_texts,
     to_json,
 )
+from ayar.data.mix import card_lines, mix_out, mix_report
 from ayar.data.prepare_config import PrepareSection, SourceConfig
 from ayar.data.readers import Source, common_kind, iter_records, open_source, resolve_path
 from ayar.data.redaction import Redaction
@@ -135,7 +136,8 @@ def prepare(section: PrepareSection, base_dir: str | Path = ".", *, show_progres
         counts = {**summary["split"]["sizes"], "rejects": summary["rejects"]["total"]}
         summary["outputs"] = {name: {**work.close(name), "records": counts[name.removesuffix(".jsonl")]}
                               for name in OUTPUTS}
-        work.files["data_card.md"].write(render_card(summary) + card_section(summary["canaries"]))
+        work.files["data_card.md"].write(render_card(summary) + card_section(summary["canaries"])
+                                         + "\n".join(card_lines(summary["mix"])))
         summary["outputs"]["data_card.md"] = work.close("data_card.md")
         work.commit()
     finally:
@@ -185,6 +187,7 @@ class Item(NamedTuple):
     source: int  # index into Run.sources
     group: str | None  # split.group_key value
     stratum: str | None  # split.stratify_key value
+    origin: dict | None = None  # meta.synthetic of a record written by `ayar synth`, kept in the output
 
 
 # ----------------------------------------------------------------------------- 1. read, validate, clean, redact
@@ -267,7 +270,10 @@ def _accept(run: Run, length: LengthFilter, rejects: Rejects, errors: list[str],
         rejects.add(s, number, "clean", problem.code, problem.detail)
         return None
     counts.filtered += 1
-    return Item(record, s, _key_value(raw, section.split.group_key), _key_value(raw, section.split.stratify_key))
+    meta = raw.get("meta")
+    origin = meta.get("synthetic") if isinstance(meta, dict) and isinstance(meta.get("synthetic"), dict) else None
+    return Item(record, s, _key_value(raw, section.split.group_key), _key_value(raw, section.split.stratify_key),
+                origin)
 
 
 def _store(run: Run, table: Table, tally: PiiTally, subjects: SubjectCollector, rejects: Rejects, spill,
@@ -289,10 +295,11 @@ def _store(run: Run, table: Table, tally: PiiTally, subjects: SubjectCollector, 
                 rejects.add(item.source, record.line, "pii", exc.code, f"after redaction: {exc.detail}")
                 continue
             tally.add_examples(source.where(record.line), found)
-        out["meta"] = {"source": source.name, source.unit: record.line}
+        out["meta"] = {"source": source.name, source.unit: record.line,
+                       **({"synthetic": item.origin} if item.origin is not None else {})}
         spill.write(json.dumps(out, ensure_ascii=False) + "\n")
         table.add(item.source, record.line, item.group, item.stratum,
-                  tuple(f.entity_type for f, _ in found) if found else None)
+                  tuple(f.entity_type for f, _ in found) if found else None, synthetic=item.origin is not None)
         subjects.add(item.record, item.group, found)
         texts.append(record_text(record))
     table.keys.extend(exact_key(text) for text in texts)
@@ -314,6 +321,8 @@ class Plan:
 
     removed: dict[int, tuple[int, str]]  # dedup: index -> (kept index, "exact" | "near")
     sampled_out: set[int]
+    mixed_out: set[int]  # left out to reach prepare.synthetic_share
+    kept_before_mix: list[int]
     assignment: dict[int, str]  # index -> split, for every record still in
     leakage: Any
     steps: list[Step]
@@ -328,12 +337,18 @@ def plan_splits(run: Run, table: Table) -> Plan:
     kept = [i for i in range(n) if i not in dedup.removed]
     sampled_out = _sample(run, table, kept)
     kept = [i for i in kept if i not in sampled_out]
+    before_mix = kept
+    mixed_out = mix_out(kept, table.synthetic, run.section.synthetic_share, sp.seed)
+    kept = [i for i in kept if i not in mixed_out]
     assignment = assign_splits(kept, table.groups, table.strata, (sp.train, sp.val, sp.test), sp.seed)
     pairs = duplicate_pairs(kept, table.keys, table.sigs, threshold=d.threshold, num_perm=d.num_perm, index=index)
     leakage = resolve_leakage(pairs, assignment, table.groups, run.section.leakage.resolve)
-    steps = [("after exact dedup", n - dedup.count("exact")), ("after near dedup", len(kept) + len(sampled_out)),
-             ("after sampling", len(kept)), ("after leakage resolution", len(assignment))]
-    return Plan(dedup.removed, sampled_out, assignment, leakage, steps)
+    steps = [("after exact dedup", n - dedup.count("exact")),
+             ("after near dedup", len(kept) + len(sampled_out) + len(mixed_out)),
+             ("after sampling", len(before_mix)),
+             *([("after the synthetic/human mix", len(kept))] if run.section.synthetic_share is not None else []),
+             ("after leakage resolution", len(assignment))]
+    return Plan(dedup.removed, sampled_out, mixed_out, before_mix, assignment, leakage, steps)
 
 
 def _sample(run: Run, table: Table, kept: list[int]) -> set[int]:
@@ -445,6 +460,10 @@ def _reject_removed(run: Run, table: Table, plan: Plan, rejects: Rejects, i: int
         _reject(table, rejects, i, "dedup", f"{how}_duplicate", f"{how} duplicate of {where}", duplicate_of=where)
     elif i in plan.sampled_out:
         _reject(table, rejects, i, "sample", "sampled_out", "not drawn by the source's sample_size")
+    elif i in plan.mixed_out:
+        kind = "synthetic" if table.synthetic[i] else "human"
+        _reject(table, rejects, i, "mix", "mixed_out", f"a {kind} record left out to reach "
+                f"prepare.synthetic_share={run.section.synthetic_share:g}")
     elif i in plan.leakage.dropped:
         where = run.where(table, plan.leakage.dropped[i])
         _reject(table, rejects, i, "leakage", "leakage_dropped", f"duplicate of {where} in another split",
@@ -481,6 +500,8 @@ def summarise(run: Run, ingested: Ingested, plan: Plan, canaries: Canaries, writ
                               redaction.redact_labels),
         "leakage": leakage_report(plan.leakage, section.leakage.resolve, where),
         "canaries": canaries.manifest,
+        "mix": mix_report(section.synthetic_share, table.synthetic, plan.kept_before_mix, plan.mixed_out,
+                          written.assignment),
         "settings": section.model_dump(mode="json"),
         "workers": run.workers,
         "seconds": round(seconds, 2),

@@ -152,6 +152,11 @@ class PrepareSection(Section):
     canaries: CanaryConfig | None = Field(None, description=(
         "Plant fake secrets in train.jsonl (after redaction; recorded in manifest.json and the data card) so "
         "the memorisation audit can measure their exposure after training (Carlini et al. 2019); null: none."))
+    synthetic_share: float | None = Field(None, ge=0, le=1, description=(
+        "Target share of synthetic records (those whose line carries meta.synthetic, as `ayar synth` writes) "
+        "among the records kept, e.g. 0.7 for 70% synthetic / 30% human; the side in excess is subsampled "
+        "(seeded) after deduplication and before the split, and the data card reports the share reached per "
+        "split. null: keep every record (the card still reports the shares when synthetic records are present)."))
     workers: int = Field(0, ge=0, le=64, description=(
         "Processes for PII redaction (Presidio uses one core each); 0: one per CPU core, at most 8. "
         "The output does not depend on it."))

@@ -26,18 +26,20 @@ class Table:
     groups: list[str | None] = field(default_factory=list)
     strata: list[str | None] = field(default_factory=list)
     pii: list[tuple[str, ...] | None] = field(default_factory=list)  # entity type of each value redacted
+    synthetic: list[bool] = field(default_factory=list)  # the source line carries meta.synthetic (ayar synth)
 
     def __len__(self) -> int:
         return len(self.source)
 
     def add(self, source: int, number: int, group: str | None, stratum: str | None,
-            pii: tuple[str, ...] | None) -> None:
+            pii: tuple[str, ...] | None, synthetic: bool = False) -> None:
         """One more record (its duplicate keys are added per batch, beside)."""
         self.source.append(source)
         self.number.append(number)
         self.groups.append(group)
         self.strata.append(stratum)
         self.pii.append(pii)
+        self.synthetic.append(synthetic)
 
 
 class Workspace:

@@ -10,7 +10,10 @@ needs around it:
 - a cache: one JSON line per answered request, keyed by the sha256 of
   ``(base_url, model, messages, params)``, so running an evaluation again sends
   no request that was answered before;
-- a thread pool, ``concurrency`` requests in flight.
+- a thread pool, ``concurrency`` requests in flight;
+- optionally (``ayar synth``) a rate limiter asked before every request that goes out,
+  and the tokens each request used (from the response's ``usage``), kept in the cache
+  with the reply so a re-run reports the same totals without sending anything.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ayar.errors import AyarError
 from ayar.eval.config import EndpointConfig
@@ -46,8 +51,28 @@ def cache_key(base_url: str, model: str, messages: Sequence[dict], params: dict[
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One answered request: the reply, its token usage (None when the server sent none), whether it came
+    from the cache, and when the server answered it (UTC, ISO 8601; kept in the cache)."""
+
+    text: str
+    usage: dict[str, int] | None
+    cached: bool
+    answered_at: str | None = None
+
+
+class Limiter(Protocol):
+    """A rate limit asked before each request leaves (see :class:`ayar.synth.limiter.RateLimiter`)."""
+
+    def acquire(self, tokens: int) -> list: ...
+
+    def settle(self, grant: list, tokens: int) -> None: ...
+
+
 class ResponseCache:
-    """Answered requests as JSON lines ``{"key": ..., "response": ...}``; None keeps nothing.
+    """Answered requests as JSON lines ``{"key": ..., "response": ..., "usage": ..., "at": ...}``; None keeps
+    nothing.
 
     Appending a line is the only write, so a crash loses at most the line being
     written; a torn last line is ignored when the file is read back.
@@ -56,27 +81,37 @@ class ResponseCache:
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
-        self._entries: dict[str, str] = {}
+        self._entries: dict[str, dict] = {}
         if self.path is not None and self.path.is_file():
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 try:
                     entry = json.loads(line)
-                    self._entries[entry["key"]] = entry["response"]
+                    if isinstance(entry["response"], str):
+                        self._entries[entry["key"]] = entry
                 except (ValueError, KeyError, TypeError):
                     continue
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def get(self, key: str) -> str | None:
+        entry = self.entry(key)
+        return entry["response"] if entry else None
+
+    def entry(self, key: str) -> dict | None:
+        """The stored line of ``key`` (``response``, and ``usage`` and ``at`` when recorded), or None."""
         with self._lock:
             return self._entries.get(key)
 
-    def put(self, key: str, response: str) -> None:
+    def put(self, key: str, response: str, usage: dict[str, int] | None = None, at: str | None = None) -> None:
+        entry = {"key": key, "response": response, **({"usage": usage} if usage else {}), **({"at": at} if at else {})}
         with self._lock:
-            self._entries[key] = response
+            self._entries[key] = entry
             if self.path is None:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"key": key, "response": response}, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
                 fh.flush()
 
 
@@ -98,11 +133,16 @@ def api_key(config: EndpointConfig) -> str:
 class ChatEndpoint:
     """One OpenAI-compatible model: ``complete`` one conversation, or ``complete_many`` in parallel."""
 
-    def __init__(self, config: EndpointConfig, cache_path: str | Path | None = None):
+    def __init__(self, config: EndpointConfig, cache_path: str | Path | None = None, *,
+                 limiter: Limiter | None = None, sleep: Callable[[float], None] = time.sleep):
         from openai import OpenAI
 
         self.config = config
         self.cache = ResponseCache(cache_path)
+        self.limiter = limiter
+        self.sleep = sleep  # waits between retries (tests pass a recorder)
+        self.attempts = 0  # HTTP requests sent, retries included
+        self._lock = threading.Lock()
         # Retries are ours (logged, counted, with the configured backoff), not the client's.
         self.client = OpenAI(base_url=config.base_url, api_key=api_key(config), timeout=config.timeout,
                              max_retries=0)
@@ -113,16 +153,30 @@ class ChatEndpoint:
         Raises:
             EndpointError: the request failed after the configured retries, or cannot succeed.
         """
+        return self.complete_full(messages, **params).text
+
+    def complete_full(self, messages: Sequence[dict], **params: Any) -> Completion:
+        """:meth:`complete` with the reply's token usage and whether it came from the cache.
+
+        Raises:
+            EndpointError: the request failed after the configured retries, or cannot succeed.
+        """
         import openai
 
+        from ayar.govern.manifest import utc_now
+
         key = cache_key(self.config.base_url, self.config.model, messages, params)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
+        entry = self.cache.entry(key)
+        if entry is not None:
+            return Completion(entry["response"], entry.get("usage"), True, entry.get("at"))
+        # booked with the rate limiter before sending: ~3 characters a prompt token, plus the longest reply allowed
+        estimate = sum(len(str(m.get("content") or "")) for m in messages) // 3 + int(params.get("max_tokens") or 0)
         for attempt in range(self.config.max_retries + 1):
+            grant = self.limiter.acquire(estimate) if self.limiter is not None else None
             try:
-                response = self.client.chat.completions.create(model=self.config.model, messages=list(messages),
-                                                               **params)
+                with self._count():
+                    response = self.client.chat.completions.create(model=self.config.model,
+                                                                   messages=list(messages), **params)
                 break
             except (openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError) as exc:
                 status = getattr(exc, "status_code", None)
@@ -132,16 +186,25 @@ class ChatEndpoint:
                     tries = f" after {attempt + 1} attempts" if retryable else ""
                     raise EndpointError(f"{self.config.base_url} ({self.config.model}): {what}{tries}: "
                                         f"{_short(exc)}") from None
-                time.sleep(self.config.retry_delay * 2**attempt)
+                self.sleep(self.config.retry_delay * 2**attempt)
         if not response.choices:
             raise EndpointError(f"{self.config.base_url} ({self.config.model}): the response has no choices")
         text = response.choices[0].message.content or ""
-        self.cache.put(key, text)
-        return text
+        usage = _usage(response)
+        if grant is not None:
+            self.limiter.settle(grant, usage["total_tokens"] if usage else estimate)
+        at = utc_now()
+        self.cache.put(key, text, usage, at)
+        return Completion(text, usage, False, at)
+
+    @contextmanager
+    def _count(self) -> Iterator[None]:
+        with self._lock:
+            self.attempts += 1
+        yield
 
     def complete_many(self, conversations: Sequence[Sequence[dict]], **params: Any) -> list[str | EndpointError]:
         """``complete`` for each conversation, ``concurrency`` at a time; a failure is returned in its place."""
-
         from ayar.govern.external import check_outgoing
 
         check_outgoing(self.config.base_url, self.config.model, conversations)  # no PII to other machines
@@ -154,6 +217,31 @@ class ChatEndpoint:
 
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             return list(pool.map(one, conversations))
+
+    def complete_requests(self, requests: Sequence[tuple[Sequence[dict], dict[str, Any]]],
+                          progress: Callable[[], None] | None = None) -> list[Completion | EndpointError]:
+        """:meth:`complete_full` for each ``(messages, params)``, ``concurrency`` at a time; a failure is
+        returned in its place. ``progress`` is called after each request (answered, cached or failed).
+
+        Raises:
+            AyarError: the batch is bound for another machine and holds personal data the run does not
+                allow sending (:func:`ayar.govern.external.check_outgoing`); nothing was sent.
+        """
+        from ayar.govern.external import check_outgoing
+
+        check_outgoing(self.config.base_url, self.config.model, [m for m, _ in requests])  # no PII elsewhere
+
+        def one(request: tuple[Sequence[dict], dict[str, Any]]) -> Completion | EndpointError:
+            try:
+                return self.complete_full(request[0], **request[1])
+            except EndpointError as exc:
+                return exc
+            finally:
+                if progress is not None:
+                    progress()
+
+        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+            return list(pool.map(one, requests))
 
 
 def generate_with_endpoint(endpoint: ChatEndpoint, conversations: Sequence[list[dict]], *, max_new_tokens: int,
@@ -170,6 +258,16 @@ def generate_with_endpoint(endpoint: ChatEndpoint, conversations: Sequence[list[
         raise EndpointError(f"{len(failed)} of {len(replies)} requests failed; first (example {failed[0] + 1}): "
                             f"{replies[failed[0]]}")
     return [str(r).strip() for r in replies]
+
+
+def _usage(response: Any) -> dict[str, int] | None:
+    """``prompt_tokens``, ``completion_tokens`` and ``total_tokens`` of a response, or None when not reported."""
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return None
+    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _short(exc: BaseException) -> str:

@@ -10,8 +10,9 @@ is found the batch is refused — nothing is sent — unless the run's recipe sa
 messages, the sha256 of the whole batch and the number of values found per entity
 type; never the text.
 
-:func:`guarded` sets which run's policy and ledger apply while an evaluation runs;
-outside it the default applies (refuse, default ledger).
+:func:`guarded` sets which run's policy and ledger apply while an evaluation runs, and
+:func:`allowing` the recipe's policy while ``ayar synth`` asks a teacher; outside them the
+default applies (refuse, default ledger).
 """
 
 from __future__ import annotations
@@ -53,6 +54,16 @@ def guarded(run_dir: str | Path) -> Iterator[Policy]:
         _policy.reset(token)
 
 
+@contextmanager
+def allowing(allow_pii: bool) -> Iterator[Policy]:
+    """Apply a recipe's ``governance.allow_external_pii`` (no run folder yet: ``ayar synth``) inside the block."""
+    token = _policy.set(Policy(bool(allow_pii), None))
+    try:
+        yield _policy.get()
+    finally:
+        _policy.reset(token)
+
+
 def is_local(base_url: str) -> bool:
     """True when ``base_url``'s host is this machine's loopback (localhost, 127.0.0.0/8, ::1)."""
     host = (urlparse(base_url).hostname or "").lower()
@@ -65,7 +76,7 @@ def is_local(base_url: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _redactor():
+def shared_redactor():
     """One default redactor per process (building the analyzer takes a while; it detects, never keys)."""
     from ayar.data.pii import Redactor
 
@@ -76,7 +87,7 @@ def scan(conversations: Sequence[Sequence[dict]]) -> Counter[str]:
     """Values of each PII entity type found in the messages' contents (Presidio + ayar's recognizers)."""
     texts = list(dict.fromkeys(str(m.get("content") or "") for conv in conversations for m in conv))
     found: Counter[str] = Counter()
-    redactor = _redactor()
+    redactor = shared_redactor()
     for start in range(0, len(texts), 256):
         for _, findings in redactor.redact_texts(texts[start:start + 256]):
             found.update(f.entity_type for f in findings)

@@ -114,7 +114,7 @@ def lineage(entries: list[dict[str, Any]], target: str) -> dict[str, Any]:
     sources = [{"entry": e["seq"], "label": label, "path": r.get("path"), "sha256": r.get("sha256")}
                for e in upstream for label, r in (e.get("inputs") or {}).items()
                if r.get("sha256") not in written and not label.startswith(("base:", "init_adapter:"))
-               and e.get("event") in ("prepare", "train", "derive")]
+               and e.get("event") in ("prepare", "train", "derive", "synth", "synth_pairs")]
     hashes = {h for e in produced for h in links(e.get("outputs"))}
     downstream = [e for e in forward(entries, hashes) if e["seq"] not in {p["seq"] for p in produced}]
     return {"target": what, "produced_by": [e["seq"] for e in produced],
@@ -159,6 +159,13 @@ def describe(entry: dict[str, Any]) -> str:
     if event == "derive":
         return (f"derived {', '.join(Path(r['path']).name for r in (entry.get('outputs') or {}).values())} from "
                 f"{', '.join(Path(r['path']).name for r in (entry.get('inputs') or {}).values())}: {d.get('how')}")
+    if event in ("synth", "synth_pairs"):
+        teacher = d.get("teacher") or {}
+        made = (f"{d.get('records')} {d.get('task')} records from teacher {teacher.get('model')} "
+                f"({teacher.get('endpoint')})" if event == "synth" else
+                f"{d.get('pairs')} preference pairs from {d.get('prompts')} prompts (sampler {d.get('sampler')}, "
+                f"scorer {d.get('scorer')})")
+        return f"synthesized {made}; {(d.get('rejects') or {}).get('total')} rejected"
     if event == "gate_bypassed":
         return f"release gate bypassed (--no-gate) for {d.get('stage')} of {d.get('run_dir')}"
     if event == "external_call":

@@ -105,6 +105,7 @@ class Method:
     description: str
     build_examples: Callable  # (path, tokenizer, recipe) -> (examples, stats)
     reference: bool = False  # needs a reference model
+    teacher: bool = False  # needs a teacher model (distill.teacher)
 
 
 METHODS: dict[str, Method] = {
@@ -121,4 +122,6 @@ METHODS: dict[str, Method] = {
                     pair_examples),
     "kto": Method("kto", "kto", "Kahneman-Tversky optimisation on thumbs-up / thumbs-down replies", kto_examples,
                   reference=True),
+    "distill": Method("distill", "conversation", "logit distillation: forward KL to a local teacher's distributions",
+                      lambda path, tok, recipe: sft_examples(path, tok, recipe.data), teacher=True),
 }

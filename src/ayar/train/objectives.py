@@ -416,12 +416,16 @@ def _assign(examples: Sequence[PairExample] | Sequence[KtoItem], first: list[flo
         e.ref = (a, b)
 
 
-def make_objective(recipe: Recipe, reference: Reference | None) -> Objective:
-    """The objective for the recipe's method (a language-modelling one for pretrain and sft)."""
+def make_objective(recipe: Recipe, reference: Reference | None, teacher: nn.Module | None = None) -> Objective:
+    """The objective for the recipe's method (a language-modelling one for pretrain and sft; ``teacher``: distill)."""
     cfg = recipe.method_config()
     chunk = recipe.train.loss_chunk_size
     if cfg is None:
         return LMObjective(chunk)
+    if recipe.method == "distill":
+        from ayar.train.distill import DistillObjective
+
+        return DistillObjective(teacher, cfg.temperature, cfg.kl_weight, cfg.sft_weight)
     params = cfg.model_dump()
     if recipe.method == "kto":
         return KtoObjective(params, reference, chunk)

@@ -272,7 +272,11 @@ def _train(recipe: Recipe, *, overwrite: bool, resume: bool, force: bool) -> Tra
             reference = None  # training runs no reference forward
         else:
             reference_note = f"; reference: {kind.replace('_', ' ')}"
-    objective = make_objective(recipe, reference)
+    teacher = None
+    if method.teacher:
+        teacher = _load_teacher(recipe.distill.teacher, model, tokenizer, accelerator.device)
+        reference_note = f"; teacher {recipe.distill.teacher} (T={recipe.distill.temperature:g})"
+    objective = make_objective(recipe, reference, teacher)
     trainable, total = count_parameters(model)
     world = accelerator.num_processes
     lengths = [len(e.input_ids) for e in train_examples] if recipe.train.group_by_length else None
@@ -343,6 +347,25 @@ def _train(recipe: Recipe, *, overwrite: bool, resume: bool, force: bool) -> Tra
                           markup=False)
     accelerator.wait_for_everyone()
     return TrainedRun(result, model, tokenizer, out)
+
+
+def _load_teacher(path: str, student, student_tokenizer, device: torch.device) -> torch.nn.Module:
+    """The frozen teacher (a model folder, or a run folder: base plus adapter) on ``device``, in eval mode.
+
+    Raises:
+        AyarError: the teacher cannot be loaded or does not share the student's tokenizer.
+    """
+    from ayar.model.run_folder import load_for_inference
+    from ayar.train.distill import check_shared_tokenizer
+    from ayar.train.losses import unwrap
+
+    teacher, tokenizer = load_for_inference(path, dtype="fp32" if device.type == "cpu" else "auto", device=device)
+    check_shared_tokenizer(student_tokenizer, tokenizer, unwrap(student).get_output_embeddings().weight.shape[0],
+                           unwrap(teacher).get_output_embeddings().weight.shape[0], path)
+    teacher.eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
 
 
 def _reference_key(recipe: Recipe, amp, dtype) -> dict:
