@@ -464,16 +464,62 @@ def serve(
     docs: Annotated[bool, typer.Option("--docs", help="Serve /docs and /openapi.json (behind the API key).")] = False,
     max_request_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body in MiB.")] = 2.0,
     no_gate: NoGateOption = False,
+    request_log: Annotated[Path | None, typer.Option(
+        help="JSONL file of requests and user feedback (POST /v1/feedback), prompts and replies PII-redacted; "
+             "off by default.")] = None,
+    request_log_days: Annotated[float, typer.Option(min=0.001, help="Days the request log keeps a record.")
+                                ] = 30.0,
 ) -> None:
-    """Serve a model and its adapters over an OpenAI-compatible HTTP API (/v1/chat/completions, ...)."""
+    """Serve a model and its adapters over an OpenAI-compatible HTTP API (/v1/chat/completions, ...).
+
+    GET /metrics gives Prometheus metrics (behind the API key).
+    """
     from ayar.serve.launch import ServeOptions, run
 
     _quiet_libraries()
     options = ServeOptions(target=target, adapters=adapter or [], ab=ab or [], ab_seed=ab_seed, ab_log=ab_log,
                            dtype=dtype, max_queue=max_queue, api_key_env=api_key_env, admin_key_env=admin_key_env,
                            no_admin=no_admin, adapter_roots=adapter_root or [], insecure=insecure, docs=docs,
-                           max_body_bytes=int(max_request_mb * 1024 * 1024), no_gate=no_gate)
+                           max_body_bytes=int(max_request_mb * 1024 * 1024), no_gate=no_gate,
+                           request_log=request_log, request_log_days=request_log_days)
     run(options, bind=host, port=port)
+
+
+ab_app = typer.Typer(no_args_is_help=True, help="A/B tests of served models: feedback per arm, new training data.")
+app.add_typer(ab_app, name="ab")
+
+
+@ab_app.command("report")
+def ab_report_cmd(
+    log: Annotated[Path, typer.Argument(help="The request log written by `ayar serve --request-log`.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Per A/B arm: requests, feedback, thumbs-up share and mean score with 95% intervals; is the difference
+    significant?"""
+    import json
+
+    from ayar.serve.feedback import ab_report, render_report
+
+    report = ab_report(log)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if json_ else render_report(report))
+
+
+@ab_app.command("export-data")
+def ab_export_data(
+    log: Annotated[Path, typer.Argument(help="The request log written by `ayar serve --request-log`.")],
+    out: Annotated[Path, typer.Option(help="Folder for sft.jsonl (corrections) and kto.jsonl (thumbs).")
+                   ] = Path("feedback_data"),
+    route: Annotated[str | None, typer.Option(help="Only feedback on this A/B route (or model).")] = None,
+) -> None:
+    """Turn user feedback into training data: corrections as SFT conversations, thumbs as KTO rows."""
+    from ayar.govern.record import record_derived
+    from ayar.serve.feedback import export_data
+
+    result = export_data(log, out, route=route)
+    record_derived([log], result["files"], "ayar ab export-data: user feedback from the request log")
+    skipped = f"; {result['skipped']} feedback records skipped (their request is no longer in the log)" \
+        if result["skipped"] else ""
+    console.print(f"wrote {result['sft']} SFT rows and {result['kto']} KTO rows to {out}{skipped}", markup=False)
 
 
 # --- tokenizer commands (issue 19) ---
