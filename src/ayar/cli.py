@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from ayar.errors import AyarError
 from ayar.ui import console
@@ -366,7 +367,23 @@ def demo(
 # --- evaluation commands (issue 6) ---
 
 
-@app.command("eval")
+class _EvalGroup(TyperGroup):
+    """``ayar eval RUN ...`` evaluates a run (the ``run`` command); ``ayar eval human ...`` is human evaluation."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
+
+
+eval_app = typer.Typer(cls=_EvalGroup, no_args_is_help=True,
+                       help="Evaluate a run: `ayar eval RUN` (base vs tuned), `ayar eval human ...` (expert raters).")
+app.add_typer(eval_app, name="eval")
+human_app = typer.Typer(no_args_is_help=True, help="Human evaluation: a blinded pairwise set, ratings, results.")
+eval_app.add_typer(human_app, name="human")
+
+
+@eval_app.command("run")
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `ayar train`.")],
     data: Annotated[Path | None, typer.Option(help="JSONL of conversations to evaluate on; default: the "
@@ -383,6 +400,55 @@ def eval_(
     _quiet_libraries()
     section = section_for_run(run_dir, set_ or [], data=data.resolve() if data else None)
     print_comparison(evaluate_run(run_dir, section))
+
+
+@human_app.command("export")
+def human_export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder evaluated by `ayar eval`.")],
+    n: Annotated[int, typer.Option(min=1, help="Examples in the set.")] = 100,
+    against: Annotated[Path | None, typer.Option(help="Another evaluated run to compare with (default: the "
+                                                      "run's base model).")] = None,
+    rater: Annotated[list[str] | None, typer.Option(help="A rater's name, for a rating-page link (repeatable).")
+                     ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draw and of the A/B order.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing set and its ratings.")] = False,
+) -> None:
+    """Write a blinded pairwise set: answers shown as A and B in a random order recorded in key.json."""
+    from ayar.eval.human import export_set, rater_tokens
+
+    out = export_set(run_dir, n, against=against, raters=rater or [], seed=seed, overwrite=overwrite)
+    console.print(f"wrote {out}/items.jsonl and ratings.csv for the raters; key.json un-blinds them (do not share "
+                  "it)", markup=False)
+    for name, token in rater_tokens(run_dir).items():
+        console.print(f"  {name}: rating page `ayar ui` -> /rate/{run_dir.resolve().name}/{token}", markup=False)
+
+
+@human_app.command("import")
+def human_import(
+    run_dir: Annotated[Path, typer.Argument(help="The run whose set was rated.")],
+    csv_file: Annotated[Path, typer.Argument(help="A filled ratings.csv (verdict: both_good, a, b or both_bad).")],
+    rater: Annotated[str, typer.Option(help="Who filled it.")],
+) -> None:
+    """Import a rater's filled CSV."""
+    from ayar.eval.human import import_csv
+
+    n = import_csv(run_dir, csv_file, rater)
+    console.print(f"imported {n} ratings by {rater}; `ayar eval human results {run_dir}` tallies them",
+                  markup=False)
+
+
+@human_app.command("results")
+def human_results_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="The run whose set was rated.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Win/tie/loss per rater and pooled with 95% intervals, kappa, judge agreement; into the report and ledger."""
+    import json
+
+    from ayar.eval.human_results import render_results, write_results
+
+    summary = write_results(run_dir)
+    print(json.dumps(summary, indent=2, ensure_ascii=False) if json_ else render_results(summary))
 
 
 @app.command("report")
