@@ -588,6 +588,34 @@ def ab_export_data(
     console.print(f"wrote {result['sft']} SFT rows and {result['kto']} KTO rows to {out}{skipped}", markup=False)
 
 
+@app.command("ui")
+def ui_cmd(
+    workspace: Annotated[Path, typer.Option(help="Folder holding run folders and recipes.")] = Path("."),
+    host: Annotated[str, typer.Option(help="Address to listen on; beyond loopback it needs --token-env.")
+                    ] = "127.0.0.1",
+    port: int = 7860,
+    token_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding the login token (required beyond loopback).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow --host beyond loopback without a token.")
+                        ] = False,
+) -> None:
+    """The workbench: a local web UI over runs, reports, comparisons, jobs, chat and human rating."""
+    import uvicorn
+
+    from ayar.serve.launch import api_key_from_env
+    from ayar.serve.policy import is_loopback
+    from ayar.workbench.app import create_app
+    from ayar.workbench.auth import check_bind
+
+    token = api_key_from_env(token_env, "--token-env")
+    check_bind(host, has_token=token is not None, insecure=insecure)
+    _quiet_libraries()
+    web = create_app(workspace, token=token, loopback=is_loopback(host))
+    console.print(f"ayar workbench on http://{host}:{port}/ over {workspace.resolve()} (login "
+                  f"{'by token' if token else 'off'})", markup=False)
+    uvicorn.run(web, host=host, port=port, log_level="warning")
+
+
 # --- tokenizer commands (issue 19) ---
 tokenizer_app = typer.Typer(no_args_is_help=True, help="Measure tokenizers on your text; extend a model's vocabulary.")
 app.add_typer(tokenizer_app, name="tokenizer")
