@@ -102,7 +102,7 @@ def test_ratings_unblind_by_the_key_and_agreement_by_hand(tmp_path):
 
 
 def test_results_go_to_the_ledger_and_the_report(tmp_path):
-    from ayar.eval.report import collect
+    from ayar.eval.report import build_report, collect
     from ayar.govern.ledger import Ledger, default_ledger_path
 
     run = evaluated_run(tmp_path)
@@ -112,7 +112,10 @@ def test_results_go_to_the_ledger_and_the_report(tmp_path):
     write_results(run)
     (event,) = [e for e in Ledger(default_ledger_path()).entries() if e["event"] == "human_eval"]
     assert event["data"]["ratings"] == 4 and "ratings.jsonl" in event["inputs"]
-    assert collect(run)["extra"]["human"]["ratings"] == 4
+    assert collect(run)["human"]["ratings"] == 4
+    _, html = build_report(run)
+    page = html.read_text()
+    assert 'id="human"' in page and "dr-demir" in page and "pooled" in page
 
 
 def test_against_another_run(tmp_path):
