@@ -123,3 +123,31 @@ def test_cli_bad_logs_exit_2_without_traceback(tmp_path):
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert "error:" in done.stderr
     assert "bad.jsonl:2" in done.stderr
+
+
+class _IdleEngine:
+    """Just enough of an engine for the routes that never generate."""
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def pending(self) -> int:
+        return 0
+
+
+def test_feedback_is_off_without_a_request_log_and_metrics_need_the_key():
+    from fastapi.testclient import TestClient
+
+    from ayar.serve.app import create_app
+
+    app = create_app(host=None, engine=_IdleEngine(), api_key="k-1", admin=False)
+    with TestClient(app) as client:
+        auth = {"Authorization": "Bearer k-1"}
+        off = client.post("/v1/feedback", json={"response_id": "x", "thumbs": "up"}, headers=auth)
+        assert off.status_code == 404 and off.json()["error"]["code"] == "feedback_off"
+        assert client.get("/metrics").status_code == 401
+        assert "ayar_queue_depth 0.0" in client.get("/metrics", headers=auth).text
+

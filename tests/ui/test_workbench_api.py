@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -171,3 +173,11 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path):
         check_bind("0.0.0.0", has_token=False, insecure=False)
     with pytest.raises(AyarError, match="not a folder"):
         create_app(tmp_path / "missing")
+
+
+def test_ui_cli_refuses_an_open_workbench_beyond_loopback(tmp_path):
+    for args, message in ((["ui", "--host", "0.0.0.0"], "--token-env"),
+                          (["ui", "--token-env", "AYAR_TEST_UNSET_TOKEN"], "AYAR_TEST_UNSET_TOKEN"),
+                          (["ui", "--workspace", str(tmp_path / "none")], "not a folder")):
+        done = subprocess.run([sys.executable, "-m", "ayar.cli", *args], capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
