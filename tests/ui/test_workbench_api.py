@@ -87,6 +87,39 @@ def test_launch_checks_the_recipe_and_trains_in_the_background(client, workspace
     assert client.post("/launch", data={"recipe": "../outside.yaml"}).status_code == 400
 
 
+def test_a_recipe_from_the_schema_form_is_checked_like_ayar_check(client, workspace, tiny_llama):
+    import yaml
+
+    from ayar.recipe import RecipeError, load_recipe
+
+    form = client.get("/launch/new")
+    for field in ('name="model.path"', 'name="train.learning_rate" id="train.learning_rate" value="0.0002"',
+                  '<option value="dora"', 'name="adapter.rslora"', "Peak learning rate of AdamW."):
+        assert field in form.text, field
+    bad = {"recipe_name": "bad-form", "model.path": str(tiny_llama), "data.train": "data/missing.jsonl",
+           "output_dir": "runs/form", "train.learning_rate": "fast"}
+    answer = client.post("/launch/new", data=bad)
+    (workspace / "same.yaml").write_text(yaml.safe_dump({"model": {"path": str(tiny_llama)},
+                                                         "data": {"train": "data/missing.jsonl"},
+                                                         "output_dir": "runs/form", "train": {"learning_rate": "fast"}}))
+    with pytest.raises(RecipeError) as expected:
+        load_recipe(workspace / "same.yaml", [], check_files=True)
+    (workspace / "same.yaml").unlink()
+    assert answer.status_code == 400 and not (workspace / "bad-form.yaml").exists()
+    for problem in expected.value.problems:  # the same messages as `ayar check`
+        assert problem.replace("&", "&amp;").replace("'", "&#39;").replace('"', "&#34;") in answer.text, problem
+    good = {**bad, "recipe_name": "good-form", "data.train": "data/train.jsonl", "train.learning_rate": "0.001",
+            "train.max_steps": "2", "adapter.rslora": "on", "train.scheduler": "cosine"}
+    saved = client.post("/launch/new", data=good, follow_redirects=False)
+    assert saved.status_code == 303 and saved.headers["location"] == "/launch?recipe=good-form.yaml"
+    written = yaml.safe_load((workspace / "good-form.yaml").read_text())
+    assert written == {"output_dir": "runs/form", "model": {"path": str(tiny_llama)},
+                       "data": {"train": "data/train.jsonl"}, "adapter": {"rslora": True},
+                       "train": {"learning_rate": 0.001, "max_steps": 2}}  # only what differs from the defaults
+    assert '<pre id="check-result">ok</pre>' in client.get(saved.headers["location"]).text
+    assert client.post("/launch/new", data=good).status_code == 400  # the name is taken
+
+
 @pytest.mark.slow
 def test_cancel_checkpoints_and_stops(client, workspace, tiny_llama):
     write_recipe(workspace, tiny_llama, "long.yaml", "runs/long", steps=100_000, save_every=100_000)
@@ -104,6 +137,20 @@ def test_cancel_checkpoints_and_stops(client, workspace, tiny_llama):
         time.sleep(0.2)
     assert client.get("/api/jobs").json()[0]["status"] == "cancelled"
     assert list((workspace / "runs" / "long").glob("checkpoints/*")), "no checkpoint to resume from"
+
+
+@pytest.mark.slow
+def test_a_run_page_starts_an_export_job(client, workspace):
+    started = client.post("/runs/runs/run-b/jobs", data={"kind": "export"}, follow_redirects=False)
+    assert started.status_code == 303
+    job_id = started.headers["location"].rsplit("/", 1)[1]
+    deadline = time.monotonic() + 240
+    while (status := next(j for j in client.get("/api/jobs").json() if j["id"] == job_id)["status"]) == "running":
+        assert time.monotonic() < deadline, "the export did not finish"
+        time.sleep(0.5)
+    assert status == "finished", client.get(f"/jobs/{job_id}").text
+    assert (workspace / "runs" / "run-b" / "export" / "adapter" / "adapter_config.json").is_file()
+    assert client.post("/runs/runs/run-b/jobs", data={"kind": "rm"}).status_code == 400
 
 
 def test_rating_round_trip_is_blinded(client, workspace):

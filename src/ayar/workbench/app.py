@@ -7,7 +7,8 @@ Pages (``templates/``) and the JSON they refresh from:
   training), the recipe, the data card, the report, the ledger events, human-evaluation results, and
   buttons that start ``ayar eval`` / ``ayar export`` jobs; ``/runs/<run>/report`` is its report.html.
 - ``/compare?run=A&run=B``: 2-4 runs: recipes diffed, metrics side by side with intervals, curves overlaid.
-- ``/launch``: pick a recipe, see ``ayar check``'s verdict and ``ayar plan``'s estimate, start training;
+- ``/launch``: pick a recipe (or write one with the form generated from the recipe schema, ``/launch/new``),
+  see ``ayar check``'s verdict and ``ayar plan``'s estimate, start training;
   ``/jobs/<id>``: a job's status and log, and its cancel button.
 - ``/runs/<run>/chat``: base and tuned side by side on one prompt, streamed from an ``ayar serve`` app of
   the run mounted under ``/chat-api/<n>`` (the same code as ``ayar serve``).
@@ -170,6 +171,26 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one short function per route
         await run_in_threadpool(_check_recipe, path, True)
         job = request.app.state.jobs.start("train", path)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+    @app.get("/launch/new", response_class=HTMLResponse)
+    async def new_recipe(request: Request):
+        from ayar.workbench.recipe_form import form_sections
+
+        return _page(request, "new_recipe.html", {"sections": form_sections(), "values": {}, "problems": None})
+
+    @app.post("/launch/new", response_class=HTMLResponse)
+    async def new_recipe_save(request: Request):
+        from ayar.workbench.recipe_form import form_sections, save_recipe
+
+        form = await request.form()
+        values = {k: str(v) for k, v in form.items()}
+        try:
+            path = await run_in_threadpool(save_recipe, request.app.state.workspace, values.pop("recipe_name", ""),
+                                           values)
+        except AyarError as exc:
+            return _page(request, "new_recipe.html", {"sections": form_sections(), "values": values,
+                                                      "problems": str(exc)}, status=400)
+        return RedirectResponse(f"/launch?recipe={path.name}", status_code=303)
 
     @app.get("/jobs/{job_id}", response_class=HTMLResponse)
     async def job_page(request: Request, job_id: str):
