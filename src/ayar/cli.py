@@ -423,6 +423,18 @@ def human_export(
         console.print(f"  {name}: rating page `ayar ui` -> /rate/{run_dir.resolve().name}/{token}", markup=False)
 
 
+@human_app.command("add-rater")
+def human_add_rater(
+    run_dir: Annotated[Path, typer.Argument(help="The run whose set is to be rated.")],
+    name: Annotated[str, typer.Argument(help="The rater's name (letters, digits, ._-).")],
+) -> None:
+    """Give one more rater a rating-page link."""
+    from ayar.eval.human import add_rater
+
+    token = add_rater(run_dir, name)
+    console.print(f"{name}: rating page `ayar ui` -> /rate/{run_dir.resolve().name}/{token}", markup=False)
+
+
 @human_app.command("import")
 def human_import(
     run_dir: Annotated[Path, typer.Argument(help="The run whose set was rated.")],

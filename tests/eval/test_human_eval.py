@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from ayar.errors import AyarError
-from ayar.eval.human import add_rating, export_set, import_csv, load_items
+from ayar.eval.human import add_rater, add_rating, export_set, import_csv, load_items, rater_tokens
 from ayar.eval.human_results import render_results, results, write_results
 from ayar.eval.proportions import wilson_interval
 
@@ -140,6 +140,9 @@ def test_bad_input_is_refused_clearly(tmp_path):
         add_rating(run, "alice", "h9999", "a")
     with pytest.raises(AyarError, match="rater"):
         add_rating(run, "alice smith", "h0001", "a")
+    assert len(add_rater(run, "ali")) > 16 and "ali" in rater_tokens(run)
+    with pytest.raises(AyarError, match="already"):
+        add_rater(run, "ali")
     bad = tmp_path / "bad.csv"
     bad.write_text("item,verdict\nh0001,a\nh0002,perhaps\nh7777,b\n")
     done = subprocess.run([sys.executable, "-m", "ayar.cli", "eval", "human", "import", str(run), str(bad),

@@ -175,6 +175,10 @@ def test_rating_round_trip_is_blinded(client, workspace):
     wins = sum(v == "a" for v in chosen.values())
     assert (summary["win"], summary["tie_bad"], summary["loss"]) == (wins, 4 - wins, 0)
     assert client.get("/rate/runs/run-a/not-a-token").status_code == 404
+    assert client.post("/runs/runs/run-a/raters", data={"rater": "bob"}, follow_redirects=False).status_code == 303
+    page = client.get("/runs/runs/run-a").text
+    assert f"/rate/runs/run-a/{rater_tokens(run)['bob']}" in page and link in page
+    assert client.post("/runs/runs/run-a/raters", data={"rater": "bob"}).status_code == 400
     assert client.post(link, data={"item": "h0001", "verdict": "maybe"}).status_code == 400
 
 

@@ -126,6 +126,23 @@ def export_set(run_dir: str | Path, n: int = 100, *, against: str | Path | None 
     return out
 
 
+def add_rater(run_dir: str | Path, name: str) -> str:
+    """Give ``name`` a rating link (a secret token) for the run's set; returns the token.
+
+    Raises:
+        AyarError: no set, a bad name, or a rater of that name already.
+    """
+    if not RATER.match(name):
+        raise AyarError(f"rater {name!r}: use 1-64 letters, digits and ._- (a name, not personal data)")
+    load_items(run_dir)  # there must be a set to rate
+    tokens = rater_tokens(run_dir)
+    if name in tokens:
+        raise AyarError(f"rater {name!r} already has a link")
+    tokens[name] = secrets.token_urlsafe(16)
+    _write_json(human_dir(run_dir) / "raters.json", tokens)
+    return tokens[name]
+
+
 def blank_csv(items: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_COLUMNS)

@@ -141,6 +141,14 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one short function per route
         job = request.app.state.jobs.start(kind, run.path)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
+    @app.post("/runs/{name:path}/raters")
+    async def add_rater(request: Request, name: str, rater: str = Form(...)):
+        from ayar.eval.human import add_rater
+
+        run = _run(request, name)
+        await run_in_threadpool(add_rater, run.path, rater)
+        return RedirectResponse(f"/runs/{name}#human-eval", status_code=303)
+
     @app.get("/runs/{name:path}", response_class=HTMLResponse)
     async def run_page(request: Request, name: str):
         run = _run(request, name)
@@ -226,6 +234,7 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one short function per route
 
 
 def _run_context(run: R.Run) -> dict[str, Any]:
+    from ayar.eval.human import rater_tokens
     from ayar.eval.human_results import render_results
 
     human = R.read_json(run.path / "eval" / "human.json")
@@ -239,7 +248,8 @@ def _run_context(run: R.Run) -> dict[str, Any]:
             "summary": R.read_json(run.path / "summary.json"), "comparison": comparison,
             "human": render_results(human) if isinstance(human, dict) and "per_rater" in human else None,
             "has_report": (run.path / "report.html").is_file(),
-            "has_human_set": (run.path / "eval" / "human" / "key.json").is_file()}
+            "has_human_set": (run.path / "eval" / "human" / "key.json").is_file(),
+            "raters": rater_tokens(run.path)}
 
 
 def _compare_context(runs: list[R.Run]) -> dict[str, Any]:
