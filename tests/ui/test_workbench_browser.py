@@ -76,6 +76,17 @@ def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
         time.sleep(0.25)
 
 
+def text_of(browser, element_id: str) -> str | None:
+    """An element's text, or None while the page that has it is still loading."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return browser.find_element(By.ID, element_id).text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+
+
 def shot(browser, name: str) -> None:
     folder = os.environ.get("AYAR_SCREENSHOTS")
     if folder:
@@ -91,11 +102,12 @@ def test_runs_table_shows_the_finished_run(browser, site):
     assert "finished" in row.find_element(By.CLASS_NAME, "status").text
     shot(browser, "runs")
     row.find_element(By.LINK_TEXT, "runs/run-a").click()
-    assert browser.find_elements(By.CSS_SELECTOR, "#curve svg polyline")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#curve svg polyline"), 30, "the run page's curve")
     shot(browser, "run")
 
 
 def test_a_launched_training_run_completes_and_its_curve_appears(browser, site, workspace, tiny_llama):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -103,7 +115,7 @@ def test_a_launched_training_run_completes_and_its_curve_appears(browser, site, 
     browser.get(site + "/launch")
     Select(browser.find_element(By.ID, "recipe")).select_by_value("browser.yaml")
     browser.find_element(By.ID, "check").click()
-    assert wait_for(lambda: browser.find_element(By.ID, "check-result").text, what="the check") == "ok"
+    assert wait_for(lambda: text_of(browser, "check-result"), what="the check") == "ok"
     shot(browser, "launch")
     browser.find_element(By.ID, "start").click()
     metrics = workspace / "runs" / "from-browser" / "metrics.jsonl"
@@ -111,9 +123,11 @@ def test_a_launched_training_run_completes_and_its_curve_appears(browser, site, 
     browser.get(site + "/runs/runs/from-browser")  # the page refreshes its curve while training
 
     def final_points():
-        lines = browser.find_elements(By.CSS_SELECTOR, "#curve svg polyline")
-        return lines and lines[0].get_attribute("data-points") == "24" and \
-            browser.find_element(By.ID, "status").text == "finished"
+        try:
+            lines = browser.find_elements(By.CSS_SELECTOR, "#curve svg polyline")
+            return lines and lines[0].get_attribute("data-points") == "24" and text_of(browser, "status") == "finished"
+        except StaleElementReferenceException:  # the script replaced the chart while it was read
+            return False
 
     wait_for(final_points, timeout=240, what="the finished curve")
     browser.get(site + "/")
@@ -135,7 +149,7 @@ def test_a_blinded_rating_round_trip(browser, site, workspace):
     browser.get(f"{site}/rate/runs/run-b/{rater_tokens(run)['dr-ayla']}")
     plan = ["win", "loss", "tie_good", "win"]
     for number, outcome in enumerate(plan):
-        assert browser.find_element(By.ID, "progress").text == f"{number} of 4"
+        wait_for(lambda n=number: text_of(browser, "progress") == f"{n} of 4", 30, "the next item")
         page = browser.page_source
         assert "run-b" not in browser.title + page.split("<form")[0] and "tuned" not in page
         item = browser.find_element(By.NAME, "item").get_attribute("value")
@@ -144,7 +158,7 @@ def test_a_blinded_rating_round_trip(browser, site, workspace):
         if number == 0:
             shot(browser, "rate")
         browser.find_element(By.ID, f"verdict-{verdict}").click()
-    wait_for(lambda: browser.find_elements(By.ID, "finished"), what="the end of the set")
+    wait_for(lambda: text_of(browser, "finished"), 30, "the end of the set")
     tally = results(run)["per_rater"]["dr-ayla"]
     assert (tally["win"], tally["loss"], tally["tie"]) == (2, 1, 1)
 

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Form, Query, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +37,7 @@ from ayar.workbench.auth import COOKIE, Gate
 from ayar.workbench.jobs import Jobs
 from ayar.workbench.pages import HERE
 from ayar.workbench.pages import page as _page
-from ayar.workbench.rating import rating_routes
+from ayar.workbench.rating import routes as rating_routes
 from ayar.workbench.svg import line_chart
 
 
@@ -67,7 +67,8 @@ def create_app(workspace: str | Path, *, token: str | None = None, loopback: boo
     app.state.chats, app.state.chat_lock = {}, threading.Lock()
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.add_exception_handler(AyarError, _user_error)
-    _routes(app)
+    app.include_router(routes)
+    app.include_router(rating_routes)
     app.add_middleware(Gate, token=token, loopback=loopback)
     return app
 
@@ -97,140 +98,158 @@ def _sorted(runs: list[R.Run], q: str, sort: str) -> list[R.Run]:
     return runs
 
 
-def _routes(app: FastAPI) -> None:  # noqa: C901 - one short function per route
-    @app.get("/", response_class=HTMLResponse)
-    async def runs_table(request: Request, q: str = "", sort: str = ""):
-        runs = await run_in_threadpool(R.find_runs, request.app.state.workspace)
-        return _page(request, "runs.html", {"runs": _sorted(runs, q, sort), "q": q, "sort": sort,
-                                            "jobs": request.app.state.jobs.all()})
+routes = APIRouter()  # access is the Gate middleware's, before any route runs
 
-    @app.get("/api/runs")
-    async def runs_json(request: Request):
-        runs = await run_in_threadpool(R.find_runs, request.app.state.workspace)
-        return [{k: v for k, v in vars(r).items() if k not in ("path", "recipe")} for r in runs]
 
-    @app.get("/runs/{name:path}/curve.svg")
-    async def curve(request: Request, name: str):
-        run = _run(request, name)
-        svg = line_chart(R.read_curves(run.path))
-        return Response(svg, media_type="image/svg+xml", headers={"X-Run-Status": run.status})
+@routes.get("/", response_class=HTMLResponse)
+async def runs_table(request: Request, q: str = "", sort: str = ""):
+    runs = await run_in_threadpool(R.find_runs, request.app.state.workspace)
+    return _page(request, "runs.html", {"runs": _sorted(runs, q, sort), "q": q, "sort": sort,
+                                        "jobs": request.app.state.jobs.all()})
 
-    @app.get("/api/runs/{name:path}/metrics")
-    async def metrics_json(request: Request, name: str):
-        run = _run(request, name)
-        return {"status": run.status, **R.read_curves(run.path)}
 
-    @app.get("/runs/{name:path}/report", response_class=HTMLResponse)
-    async def report(request: Request, name: str):
-        run = _run(request, name)
-        if not (run.path / "report.html").is_file():
-            raise HTTPException(404, "no report yet: run `ayar report` (or evaluate the run)")
-        return FileResponse(run.path / "report.html", media_type="text/html")
+@routes.get("/api/runs")
+async def runs_json(request: Request):
+    runs = await run_in_threadpool(R.find_runs, request.app.state.workspace)
+    return [{k: v for k, v in vars(r).items() if k not in ("path", "recipe")} for r in runs]
 
-    @app.get("/runs/{name:path}/chat", response_class=HTMLResponse)
-    async def chat_page(request: Request, name: str):
-        run = _run(request, name)
-        if run.status != "finished":
-            raise AyarError(f"{name}: training has not finished; chat needs the trained weights")
-        prefix, base, tuned = await run_in_threadpool(_chat_app, request.app, run)
-        return _page(request, "chat.html", {"run": run, "api": prefix, "base": base, "tuned": tuned})
 
-    @app.post("/runs/{name:path}/jobs")
-    async def run_job(request: Request, name: str, kind: str = Form(...)):
-        run = _run(request, name)
-        job = request.app.state.jobs.start(kind, run.path)
-        return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+@routes.get("/runs/{name:path}/curve.svg")
+async def curve(request: Request, name: str):
+    run = _run(request, name)
+    svg = line_chart(R.read_curves(run.path))
+    return Response(svg, media_type="image/svg+xml", headers={"X-Run-Status": run.status})
 
-    @app.post("/runs/{name:path}/raters")
-    async def add_rater(request: Request, name: str, rater: str = Form(...)):
-        from ayar.eval.human import add_rater
 
-        run = _run(request, name)
-        await run_in_threadpool(add_rater, run.path, rater)
-        return RedirectResponse(f"/runs/{name}#human-eval", status_code=303)
+@routes.get("/api/runs/{name:path}/metrics")
+async def metrics_json(request: Request, name: str):
+    run = _run(request, name)
+    return {"status": run.status, **R.read_curves(run.path)}
 
-    @app.get("/runs/{name:path}", response_class=HTMLResponse)
-    async def run_page(request: Request, name: str):
-        run = _run(request, name)
-        context = await run_in_threadpool(_run_context, run)
-        return _page(request, "run.html", context)
 
-    @app.get("/compare", response_class=HTMLResponse)
-    async def compare(request: Request, run: list[str] = Query(default=[])):
-        if not 2 <= len(run) <= 4:
-            raise AyarError("compare 2 to 4 runs: tick them in the runs table")
-        chosen = [_run(request, name) for name in run]
-        context = await run_in_threadpool(_compare_context, chosen)
-        return _page(request, "compare.html", context)
+@routes.get("/runs/{name:path}/report", response_class=HTMLResponse)
+async def report(request: Request, name: str):
+    run = _run(request, name)
+    if not (run.path / "report.html").is_file():
+        raise HTTPException(404, "no report yet: run `ayar report` (or evaluate the run)")
+    return FileResponse(run.path / "report.html", media_type="text/html")
 
-    @app.get("/launch", response_class=HTMLResponse)
-    async def launch(request: Request, recipe: str = ""):
-        workspace = request.app.state.workspace
-        recipes = await run_in_threadpool(R.find_recipes, workspace)
-        context: dict[str, Any] = {"recipes": [p.relative_to(workspace).as_posix() for p in recipes],
-                                   "recipe": recipe, "check": None, "plan": None}
-        if recipe:
-            context.update(await run_in_threadpool(_check_recipe, _recipe_path(workspace, recipe)))
-        return _page(request, "launch.html", context)
 
-    @app.post("/launch")
-    async def launch_start(request: Request, recipe: str = Form(...)):
-        path = _recipe_path(request.app.state.workspace, recipe)
-        await run_in_threadpool(_check_recipe, path, True)
-        job = request.app.state.jobs.start("train", path)
-        return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+@routes.get("/runs/{name:path}/chat", response_class=HTMLResponse)
+async def chat_page(request: Request, name: str):
+    run = _run(request, name)
+    if run.status != "finished":
+        raise AyarError(f"{name}: training has not finished; chat needs the trained weights")
+    prefix, base, tuned = await run_in_threadpool(_chat_app, request.app, run)
+    return _page(request, "chat.html", {"run": run, "api": prefix, "base": base, "tuned": tuned})
 
-    @app.get("/launch/new", response_class=HTMLResponse)
-    async def new_recipe(request: Request):
-        from ayar.workbench.recipe_form import form_sections
 
-        return _page(request, "new_recipe.html", {"sections": form_sections(), "values": {}, "problems": None})
+@routes.post("/runs/{name:path}/jobs")
+async def run_job(request: Request, name: str, kind: str = Form(...)):
+    run = _run(request, name)
+    job = request.app.state.jobs.start(kind, run.path)
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
-    @app.post("/launch/new", response_class=HTMLResponse)
-    async def new_recipe_save(request: Request):
-        from ayar.workbench.recipe_form import form_sections, save_recipe
 
-        form = await request.form()
-        values = {k: str(v) for k, v in form.items()}
-        try:
-            path = await run_in_threadpool(save_recipe, request.app.state.workspace, values.pop("recipe_name", ""),
-                                           values)
-        except AyarError as exc:
-            return _page(request, "new_recipe.html", {"sections": form_sections(), "values": values,
-                                                      "problems": str(exc)}, status=400)
-        return RedirectResponse(f"/launch?recipe={path.name}", status_code=303)
+@routes.post("/runs/{name:path}/raters")
+async def add_rater(request: Request, name: str, rater: str = Form(...)):
+    from ayar.eval.human import add_rater
 
-    @app.get("/jobs/{job_id}", response_class=HTMLResponse)
-    async def job_page(request: Request, job_id: str):
-        return _page(request, "job.html", {"job": request.app.state.jobs.get(job_id)})
+    run = _run(request, name)
+    await run_in_threadpool(add_rater, run.path, rater)
+    return RedirectResponse(f"/runs/{name}#human-eval", status_code=303)
 
-    @app.get("/api/jobs")
-    async def jobs_json(request: Request):
-        return [j.to_dict() for j in request.app.state.jobs.all()]
 
-    @app.post("/jobs/{job_id}/cancel")
-    async def job_cancel(request: Request, job_id: str):
-        request.app.state.jobs.cancel(job_id)
-        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+@routes.get("/runs/{name:path}", response_class=HTMLResponse)
+async def run_page(request: Request, name: str):
+    run = _run(request, name)
+    context = await run_in_threadpool(_run_context, run)
+    return _page(request, "run.html", context)
 
-    @app.get("/login", response_class=HTMLResponse)
-    async def login_page(request: Request):
-        return _page(request, "login.html", {"failed": False})
 
-    @app.post("/login")
-    async def login(request: Request, token: str = Form(...)):
-        import hmac
+@routes.get("/compare", response_class=HTMLResponse)
+async def compare(request: Request, run: list[str] = Query(default=[])):
+    if not 2 <= len(run) <= 4:
+        raise AyarError("compare 2 to 4 runs: tick them in the runs table")
+    chosen = [_run(request, name) for name in run]
+    context = await run_in_threadpool(_compare_context, chosen)
+    return _page(request, "compare.html", context)
 
-        expected = request.app.state.token
-        if expected is None:
-            return RedirectResponse("/", status_code=303)
-        if not hmac.compare_digest(token.encode(), expected.encode()):
-            return _page(request, "login.html", {"failed": True}, status=401)
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, expected, httponly=True, samesite="strict")
-        return response
 
-    rating_routes(app)
+@routes.get("/launch", response_class=HTMLResponse)
+async def launch(request: Request, recipe: str = ""):
+    workspace = request.app.state.workspace
+    recipes = await run_in_threadpool(R.find_recipes, workspace)
+    context: dict[str, Any] = {"recipes": [p.relative_to(workspace).as_posix() for p in recipes],
+                               "recipe": recipe, "check": None, "plan": None}
+    if recipe:
+        context.update(await run_in_threadpool(_check_recipe, _recipe_path(workspace, recipe)))
+    return _page(request, "launch.html", context)
+
+
+@routes.post("/launch")
+async def launch_start(request: Request, recipe: str = Form(...)):
+    path = _recipe_path(request.app.state.workspace, recipe)
+    await run_in_threadpool(_check_recipe, path, True)
+    job = request.app.state.jobs.start("train", path)
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+@routes.get("/launch/new", response_class=HTMLResponse)
+async def new_recipe(request: Request):
+    from ayar.workbench.recipe_form import form_sections
+
+    return _page(request, "new_recipe.html", {"sections": form_sections(), "values": {}, "problems": None})
+
+
+@routes.post("/launch/new", response_class=HTMLResponse)
+async def new_recipe_save(request: Request):
+    from ayar.workbench.recipe_form import form_sections, save_recipe
+
+    form = await request.form()
+    values = {k: str(v) for k, v in form.items()}
+    try:
+        path = await run_in_threadpool(save_recipe, request.app.state.workspace, values.pop("recipe_name", ""),
+                                       values)
+    except AyarError as exc:
+        return _page(request, "new_recipe.html", {"sections": form_sections(), "values": values,
+                                                  "problems": str(exc)}, status=400)
+    return RedirectResponse(f"/launch?recipe={path.name}", status_code=303)
+
+
+@routes.get("/jobs/{job_id}", response_class=HTMLResponse)
+async def job_page(request: Request, job_id: str):
+    return _page(request, "job.html", {"job": request.app.state.jobs.get(job_id)})
+
+
+@routes.get("/api/jobs")
+async def jobs_json(request: Request):
+    return [j.to_dict() for j in request.app.state.jobs.all()]
+
+
+@routes.post("/jobs/{job_id}/cancel")
+async def job_cancel(request: Request, job_id: str):
+    request.app.state.jobs.cancel(job_id)
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+
+@routes.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request):
+    return _page(request, "login.html", {"failed": False})
+
+
+@routes.post("/login")
+async def login(request: Request, token: str = Form(...)):
+    import hmac
+
+    expected = request.app.state.token
+    if expected is None:
+        return RedirectResponse("/", status_code=303)
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        return _page(request, "login.html", {"failed": True}, status=401)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(COOKIE, expected, httponly=True, samesite="strict")
+    return response
 
 
 def _run_context(run: R.Run) -> dict[str, Any]:

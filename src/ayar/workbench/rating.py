@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 
-from fastapi import FastAPI, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
@@ -32,20 +32,23 @@ def rater_of(workspace: Path, run: str, token: str) -> tuple[Path, str]:
     raise HTTPException(404, "no such rating link")
 
 
-def rating_routes(app: FastAPI) -> None:
-    @app.get("/rate/{run:path}/{token}", response_class=HTMLResponse)
-    async def rate_page(request: Request, run: str, token: str, item: str = ""):
-        folder, rater = rater_of(request.app.state.workspace, run, token)
-        items = load_items(folder)
-        done = {i for (r, i) in latest_ratings(folder) if r == rater}
-        current = next((i for i in items if i["item"] == item), None) or \
-            next((i for i in items if i["item"] not in done), None)
-        return _page(request, "rate.html", {"rater": rater, "item": current, "done": len(done), "total": len(items),
-                                            "verdicts": [(v, LABELS[v]) for v in VERDICTS]})
+routes = APIRouter()
 
-    @app.post("/rate/{run:path}/{token}")
-    async def rate_submit(request: Request, run: str, token: str, item: str = Form(...),
-                          verdict: str = Form(...), comment: str = Form("")):
-        folder, rater = rater_of(request.app.state.workspace, run, token)
-        add_rating(folder, rater, item, verdict, comment)
-        return RedirectResponse(request.url.path, status_code=303)
+
+@routes.get("/rate/{run:path}/{token}", response_class=HTMLResponse)
+async def rate_page(request: Request, run: str, token: str, item: str = ""):
+    folder, rater = rater_of(request.app.state.workspace, run, token)
+    items = load_items(folder)
+    done = {i for (r, i) in latest_ratings(folder) if r == rater}
+    current = next((i for i in items if i["item"] == item), None) or \
+        next((i for i in items if i["item"] not in done), None)
+    return _page(request, "rate.html", {"rater": rater, "item": current, "done": len(done), "total": len(items),
+                                        "verdicts": [(v, LABELS[v]) for v in VERDICTS]})
+
+
+@routes.post("/rate/{run:path}/{token}")
+async def rate_submit(request: Request, run: str, token: str, item: str = Form(...),
+                      verdict: str = Form(...), comment: str = Form("")):
+    folder, rater = rater_of(request.app.state.workspace, run, token)
+    add_rating(folder, rater, item, verdict, comment)
+    return RedirectResponse(request.url.path, status_code=303)
