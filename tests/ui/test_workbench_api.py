@@ -9,7 +9,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from ui_helpers import write_recipe
+from ui_helpers import fake_examples, write_recipe
 
 from ayar.errors import AyarError
 from ayar.workbench.app import create_app
@@ -51,6 +51,18 @@ def test_run_page_shows_curve_recipe_card_and_ledger(client, workspace):
     assert metrics["status"] == "finished" and [p[0] for p in metrics["loss"]] == [1, 2, 3]
     assert client.get("/runs/runs/nope").status_code == 404
     assert client.get("/runs/../../etc").status_code == 404
+
+
+def test_the_report_page_serves_report_html(client, workspace):
+    from ayar.eval.report import build_report
+
+    run = workspace / "runs" / "run-b"
+    (run / "report.html").unlink(missing_ok=True)
+    assert client.get("/runs/runs/run-b/report").status_code == 404
+    build_report(run)
+    page = client.get("/runs/runs/run-b/report")
+    assert page.status_code == 200 and "ayar report: run-b" in page.text
+    assert 'href="/runs/runs/run-b/report"' in client.get("/runs/runs/run-b").text
 
 
 def test_compare_diffs_recipes_and_overlays_curves(client):
@@ -197,10 +209,23 @@ def test_chat_streams_from_the_runs_own_server(client):
 
 
 def test_token_login_beyond_loopback(workspace):
+    from ayar.eval.human import export_set, rater_tokens
+
+    run_b = workspace / "runs" / "run-b"
+    fake_examples(run_b)
+    export_set(run_b, 2, raters=["carol"], overwrite=True)
     app = create_app(workspace, token=TOKEN, loopback=False)
     with TestClient(app, base_url="http://10.0.0.5:7860") as c:
         first = c.get("/", follow_redirects=False)
         assert first.status_code == 303 and first.headers["location"] == "/login"
+        assert 'name="token"' in c.get("/login").text
+        for path in ("/runs/runs/run-a", "/compare?run=runs/run-a&run=runs/run-b", "/launch", "/launch/new",
+                     "/runs/runs/run-a/chat", "/runs/runs/run-a/report"):
+            assert c.get(path, follow_redirects=False).status_code == 303, path
+        for path in ("/launch", "/launch/new", "/runs/runs/run-a/jobs", "/runs/runs/run-a/raters", "/jobs/1/cancel"):
+            assert c.post(path, data={"kind": "eval"}, follow_redirects=False).status_code == 401, path
+        # A rater's link is its own credential, and shows the blinded item only.
+        assert c.get(f"/rate/runs/run-b/{rater_tokens(run_b)['carol']}").status_code == 200
         assert c.get("/api/runs").status_code == 401
         assert c.get("/runs/runs/run-a/curve.svg", follow_redirects=False).status_code == 303
         assert c.post("/login", data={"token": "wrong"}).status_code == 401

@@ -183,6 +183,7 @@ def run(options: ServeOptions, *, bind: str = "127.0.0.1", port: int = 8000) -> 
     key = "required" if options.api_key_env else "off"
     admin = "off" if options.no_admin or (options.api_key_env and not options.admin_key_env) else \
         ("own key" if options.admin_key_env else "open")
+    logged = f", request log {options.request_log} ({options.request_log_days:g} days)" if options.request_log else ""
     console.print(f"serving {', '.join(host.names())} at http://{bind}:{port}/v1 (API key {key}, admin API "
-                  f"{admin}, queue {options.max_queue})", markup=False)
+                  f"{admin}, queue {options.max_queue}{logged}); metrics at /metrics", markup=False)
     uvicorn.run(app, host=bind, port=port, log_level="info")
