@@ -59,8 +59,9 @@ def create_app(workspace: str | Path, *, token: str | None = None, loopback: boo
     async def lifespan(app: FastAPI):
         yield
         await asyncio.to_thread(app.state.jobs.close)
-        for _, engine in app.state.chats.values():
+        for _, serve_app, engine in app.state.chats.values():
             await asyncio.to_thread(engine.close)
+            await asyncio.to_thread(serve_app.state.audit.stopped)  # the ledger: this chat server has stopped
 
     app = FastAPI(title="ayar workbench", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.workspace, app.state.token, app.state.jobs = workspace, token, Jobs(workspace)
@@ -315,10 +316,10 @@ def _chat_app(app: FastAPI, run: R.Run) -> tuple[str, str, str]:
     with app.state.chat_lock:
         if run.name not in app.state.chats:
             serve_app, host, engine = build(ServeOptions(target=str(run.path), no_admin=True, no_gate=True,
-                                                         dtype="fp32", max_queue=8))
-            engine.start()
+                                                         max_queue=8))
+            engine.start()  # a mounted app's lifespan does not run; the workbench's own stops it
             prefix = f"/chat-api/{len(app.state.chats) + 1}"
             app.mount(prefix, serve_app)
             app.state.chats[run.name] = ((prefix, host.base_name, next(iter(host.adapters), host.base_name)),
-                                         engine)
+                                         serve_app, engine)
         return app.state.chats[run.name][0]

@@ -4,13 +4,14 @@
 function refreshCurve() {
   const box = document.getElementById("curve");
   if (!box || box.dataset.live !== "yes") return;
-  setInterval(async () => {
+  const timer = setInterval(async () => {
     const response = await fetch(box.dataset.src);
     if (!response.ok) return;
     box.innerHTML = await response.text();
     const status = response.headers.get("X-Run-Status");
     const shown = document.getElementById("status");
     if (shown && status) shown.textContent = status;
+    if (status && status !== "running") clearInterval(timer);  // the last curve is drawn
   }, 2000);
 }
 
