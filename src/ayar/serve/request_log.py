@@ -57,6 +57,7 @@ class RequestLog:
 
     Raises:
         AyarError: ``retention_days`` is not positive, or ``path`` is a folder.
+        OSError: the file's folder cannot be created.
     """
 
     def __init__(self, path: str | Path, retention_days: float = 30.0, redact: Redact | None = None):
@@ -65,6 +66,7 @@ class RequestLog:
         self.path = Path(path)
         if self.path.is_dir():
             raise AyarError(f"--request-log {path}: is a folder; name a JSONL file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails here, before serving
         self.retention = dt.timedelta(days=retention_days)
         self._redact = redact
         self._queue: queue.Queue = queue.Queue()
@@ -73,7 +75,6 @@ class RequestLog:
         self.ready = threading.Event()  # set once the redactor is built
 
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._thread.start()
 
     def request(self, record: dict) -> None:
