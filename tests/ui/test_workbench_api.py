@@ -191,6 +191,9 @@ def test_rating_round_trip_is_blinded(client, workspace):
     page = client.get("/runs/runs/run-a").text
     assert f"/rate/runs/run-a/{rater_tokens(run)['bob']}" in page and link in page
     assert client.post("/runs/runs/run-a/raters", data={"rater": "bob"}).status_code == 400
+    assert client.post("/runs/runs/run-a/human/results", follow_redirects=False).status_code == 303
+    assert "alice" in client.get("/runs/runs/run-a").text.split('id="human"')[1].split("</pre>")[0]
+    assert json.loads((run / "eval" / "human.json").read_text())["ratings"] == 4
     assert client.post(link, data={"item": "h0001", "verdict": "maybe"}).status_code == 400
 
 
@@ -222,7 +225,8 @@ def test_token_login_beyond_loopback(workspace):
         for path in ("/runs/runs/run-a", "/compare?run=runs/run-a&run=runs/run-b", "/launch", "/launch/new",
                      "/runs/runs/run-a/chat", "/runs/runs/run-a/report"):
             assert c.get(path, follow_redirects=False).status_code == 303, path
-        for path in ("/launch", "/launch/new", "/runs/runs/run-a/jobs", "/runs/runs/run-a/raters", "/jobs/1/cancel"):
+        for path in ("/launch", "/launch/new", "/runs/runs/run-a/jobs", "/runs/runs/run-a/raters",
+                     "/runs/runs/run-a/human/results", "/jobs/1/cancel"):
             assert c.post(path, data={"kind": "eval"}, follow_redirects=False).status_code == 401, path
         # A rater's link is its own credential, and shows the blinded item only.
         assert c.get(f"/rate/runs/run-b/{rater_tokens(run_b)['carol']}").status_code == 200

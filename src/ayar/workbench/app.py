@@ -161,6 +161,15 @@ async def add_rater(request: Request, name: str, rater: str = Form(...)):
     return RedirectResponse(f"/runs/{name}#human-eval", status_code=303)
 
 
+@routes.post("/runs/{name:path}/human/results")
+async def human_results(request: Request, name: str):
+    from ayar.eval.human_results import write_results
+
+    run = _run(request, name)
+    await run_in_threadpool(write_results, run.path)  # human.json, the ledger; the report shows it once rebuilt
+    return RedirectResponse(f"/runs/{name}#human-eval", status_code=303)
+
+
 @routes.get("/runs/{name:path}", response_class=HTMLResponse)
 async def run_page(request: Request, name: str):
     run = _run(request, name)
