@@ -370,10 +370,10 @@ def demo(
 class _EvalGroup(TyperGroup):
     """``ayar eval RUN ...`` evaluates a run (the ``run`` command); ``ayar eval human ...`` is human evaluation."""
 
-    def resolve_command(self, ctx, args):
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] != "--help":  # options may come before RUN_DIR
             args = ["run", *args]
-        return super().resolve_command(ctx, args)
+        return super().parse_args(ctx, args)
 
 
 eval_app = typer.Typer(cls=_EvalGroup, no_args_is_help=True,

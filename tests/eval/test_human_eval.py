@@ -155,3 +155,9 @@ def test_bad_input_is_refused_clearly(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ayar.cli", "eval", "human", "export", str(no_eval)],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "ayar eval" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ayar_eval_still_takes_a_run_folder_first_or_after_its_options(tmp_path):
+    for args in (["eval", str(tmp_path / "none")], ["eval", "--set", "n=1", str(tmp_path / "none")]):
+        done = subprocess.run([sys.executable, "-m", "ayar.cli", *args], capture_output=True, text=True)
+        assert done.returncode == 2 and "cannot read the run's recipe" in done.stderr, done.stderr
