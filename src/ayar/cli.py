@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from ayar.errors import AyarError
 from ayar.ui import console
@@ -400,7 +401,23 @@ def demo(
 # --- evaluation commands (issue 6) ---
 
 
-@app.command("eval")
+class _EvalGroup(TyperGroup):
+    """``ayar eval RUN ...`` evaluates a run (the ``run`` command); ``ayar eval human ...`` is human evaluation."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] != "--help":  # options may come before RUN_DIR
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(cls=_EvalGroup, no_args_is_help=True,
+                       help="Evaluate a run: `ayar eval RUN` (base vs tuned), `ayar eval human ...` (expert raters).")
+app.add_typer(eval_app, name="eval")
+human_app = typer.Typer(no_args_is_help=True, help="Human evaluation: a blinded pairwise set, ratings, results.")
+eval_app.add_typer(human_app, name="human")
+
+
+@eval_app.command("run")
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `ayar train`.")],
     data: Annotated[Path | None, typer.Option(help="JSONL of conversations to evaluate on; default: the "
@@ -417,6 +434,67 @@ def eval_(
     _quiet_libraries()
     section = section_for_run(run_dir, set_ or [], data=data.resolve() if data else None)
     print_comparison(evaluate_run(run_dir, section))
+
+
+@human_app.command("export")
+def human_export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder evaluated by `ayar eval`.")],
+    n: Annotated[int, typer.Option(min=1, help="Examples in the set.")] = 100,
+    against: Annotated[Path | None, typer.Option(help="Another evaluated run to compare with (default: the "
+                                                      "run's base model).")] = None,
+    rater: Annotated[list[str] | None, typer.Option(help="A rater's name, for a rating-page link (repeatable).")
+                     ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the draw and of the A/B order.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing set and its ratings.")] = False,
+) -> None:
+    """Write a blinded pairwise set: answers shown as A and B in a random order recorded in key.json."""
+    from ayar.eval.human import export_set, rater_tokens
+
+    out = export_set(run_dir, n, against=against, raters=rater or [], seed=seed, overwrite=overwrite)
+    console.print(f"wrote {out}/items.jsonl and ratings.csv for the raters; key.json un-blinds them (do not share "
+                  "it)", markup=False)
+    for name, token in rater_tokens(run_dir).items():
+        console.print(f"  {name}: rating page `ayar ui` -> /rate/{run_dir.resolve().name}/{token}", markup=False)
+
+
+@human_app.command("add-rater")
+def human_add_rater(
+    run_dir: Annotated[Path, typer.Argument(help="The run whose set is to be rated.")],
+    name: Annotated[str, typer.Argument(help="The rater's name (letters, digits, ._-).")],
+) -> None:
+    """Give one more rater a rating-page link."""
+    from ayar.eval.human import add_rater
+
+    token = add_rater(run_dir, name)
+    console.print(f"{name}: rating page `ayar ui` -> /rate/{run_dir.resolve().name}/{token}", markup=False)
+
+
+@human_app.command("import")
+def human_import(
+    run_dir: Annotated[Path, typer.Argument(help="The run whose set was rated.")],
+    csv_file: Annotated[Path, typer.Argument(help="A filled ratings.csv (verdict: both_good, a, b or both_bad).")],
+    rater: Annotated[str, typer.Option(help="Who filled it.")],
+) -> None:
+    """Import a rater's filled CSV."""
+    from ayar.eval.human import import_csv
+
+    n = import_csv(run_dir, csv_file, rater)
+    console.print(f"imported {n} ratings by {rater}; `ayar eval human results {run_dir}` tallies them",
+                  markup=False)
+
+
+@human_app.command("results")
+def human_results_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="The run whose set was rated.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Win/tie/loss per rater and pooled with 95% intervals, kappa, judge agreement; into the report and ledger."""
+    import json
+
+    from ayar.eval.human_results import render_results, write_results
+
+    summary = write_results(run_dir)
+    print(json.dumps(summary, indent=2, ensure_ascii=False) if json_ else render_results(summary))
 
 
 @app.command("report")
@@ -498,16 +576,90 @@ def serve(
     docs: Annotated[bool, typer.Option("--docs", help="Serve /docs and /openapi.json (behind the API key).")] = False,
     max_request_mb: Annotated[float, typer.Option(min=0.01, help="Largest request body in MiB.")] = 2.0,
     no_gate: NoGateOption = False,
+    request_log: Annotated[Path | None, typer.Option(
+        help="JSONL file of requests and user feedback (POST /v1/feedback), prompts and replies PII-redacted; "
+             "off by default.")] = None,
+    request_log_days: Annotated[float, typer.Option(min=0.001, help="Days the request log keeps a record.")
+                                ] = 30.0,
 ) -> None:
-    """Serve a model and its adapters over an OpenAI-compatible HTTP API (/v1/chat/completions, ...)."""
+    """Serve a model and its adapters over an OpenAI-compatible HTTP API (/v1/chat/completions, ...).
+
+    GET /metrics gives Prometheus metrics (behind the API key).
+    """
     from ayar.serve.launch import ServeOptions, run
 
     _quiet_libraries()
     options = ServeOptions(target=target, adapters=adapter or [], ab=ab or [], ab_seed=ab_seed, ab_log=ab_log,
                            dtype=dtype, max_queue=max_queue, api_key_env=api_key_env, admin_key_env=admin_key_env,
                            no_admin=no_admin, adapter_roots=adapter_root or [], insecure=insecure, docs=docs,
-                           max_body_bytes=int(max_request_mb * 1024 * 1024), no_gate=no_gate)
+                           max_body_bytes=int(max_request_mb * 1024 * 1024), no_gate=no_gate,
+                           request_log=request_log, request_log_days=request_log_days)
     run(options, bind=host, port=port)
+
+
+ab_app = typer.Typer(no_args_is_help=True, help="A/B tests of served models: feedback per arm, new training data.")
+app.add_typer(ab_app, name="ab")
+
+
+@ab_app.command("report")
+def ab_report_cmd(
+    log: Annotated[Path, typer.Argument(help="The request log written by `ayar serve --request-log`.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Per A/B arm: requests, feedback, thumbs-up share and mean score with 95% intervals; is the difference
+    significant?"""
+    import json
+
+    from ayar.serve.feedback import ab_report, render_report
+
+    report = ab_report(log)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if json_ else render_report(report))
+
+
+@ab_app.command("export-data")
+def ab_export_data(
+    log: Annotated[Path, typer.Argument(help="The request log written by `ayar serve --request-log`.")],
+    out: Annotated[Path, typer.Option(help="Folder for sft.jsonl (corrections) and kto.jsonl (thumbs).")
+                   ] = Path("feedback_data"),
+    route: Annotated[str | None, typer.Option(help="Only feedback on this A/B route (or model).")] = None,
+) -> None:
+    """Turn user feedback into training data: corrections as SFT conversations, thumbs as KTO rows."""
+    from ayar.govern.record import record_derived
+    from ayar.serve.feedback import export_data
+
+    result = export_data(log, out, route=route)
+    record_derived([log], result["files"], "ayar ab export-data: user feedback from the request log")
+    skipped = f"; {result['skipped']} feedback records skipped (their request is no longer in the log)" \
+        if result["skipped"] else ""
+    console.print(f"wrote {result['sft']} SFT rows and {result['kto']} KTO rows to {out}{skipped}", markup=False)
+
+
+@app.command("ui")
+def ui_cmd(
+    workspace: Annotated[Path, typer.Option(help="Folder holding run folders and recipes.")] = Path("."),
+    host: Annotated[str, typer.Option(help="Address to listen on; beyond loopback it needs --token-env.")
+                    ] = "127.0.0.1",
+    port: int = 7860,
+    token_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding the login token (required beyond loopback).")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow --host beyond loopback without a token.")
+                        ] = False,
+) -> None:
+    """The workbench: a local web UI over runs, reports, comparisons, jobs, chat and human rating."""
+    import uvicorn
+
+    from ayar.serve.launch import api_key_from_env
+    from ayar.serve.policy import is_loopback
+    from ayar.workbench.app import create_app
+    from ayar.workbench.auth import check_bind
+
+    token = api_key_from_env(token_env, "--token-env")
+    check_bind(host, has_token=token is not None, insecure=insecure)
+    _quiet_libraries()
+    web = create_app(workspace, token=token, loopback=is_loopback(host))
+    console.print(f"ayar workbench on http://{host}:{port}/ over {workspace.resolve()} (login "
+                  f"{'by token' if token else 'off'})", markup=False)
+    uvicorn.run(web, host=host, port=port, log_level="warning")
 
 
 # --- tokenizer commands (issue 19) ---

@@ -5,7 +5,8 @@
 - ``metrics.jsonl`` (training loss by step, validation loss), ``summary.json``, ``recipe.yaml``;
 - ``eval/comparison.json`` (metrics base vs tuned with 95% intervals, confusion matrices),
   ``eval/examples.jsonl`` (generations side by side), ``eval/judge.json``,
-  ``eval/preference.json``, ``eval/forgetting.json``, ``eval/memorisation.json``;
+  ``eval/preference.json``, ``eval/forgetting.json``, ``eval/memorisation.json``, ``eval/human.json``
+  (``ayar eval human results``; its panel is shown only when it exists);
 - any other ``eval/*.json``, shown as a key/value table (an "extra panel": the demo adds
   its style panel this way).
 
@@ -23,7 +24,7 @@ from typing import Any
 from ayar.errors import AyarError
 
 REPORT_VERSION = 1
-KNOWN = ("comparison", "judge", "preference", "forgetting", "memorisation")
+KNOWN = ("comparison", "judge", "preference", "forgetting", "memorisation", "human")
 MAX_EXAMPLES = 20  # rows of the examples table
 RUN_FIELDS = ("method", "adapter", "steps", "final_loss", "eval_loss", "best_eval_loss", "trainable_parameters",
               "total_parameters", "stop_reason")

@@ -156,6 +156,34 @@ def judge_panel(j: dict[str, Any] | None) -> str:
     return "".join(parts)
 
 
+def human_panel(h: dict[str, Any]) -> str:
+    """Human raters: win/tie/loss of the tuned model per rater and pooled (95% intervals), agreement."""
+
+    def cell(r: dict[str, Any], k: str) -> str:
+        ci = r.get(f"{k}_ci95")
+        return f"{r[k]} ({fmt(r[f'{k}_rate'])}" + (f"; [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "") + ")"
+
+    rows = [[name, r["n"], cell(r, "win"), cell(r, "tie"), cell(r, "loss"), r["tie_bad"]]
+            for name, r in [*h["per_rater"].items(), ("pooled", h["pooled"])]]
+    systems = h.get("systems") or {}
+    agreement = h.get("agreement") or {}
+    pairs = [[pair, a["items"], a["kappa"], a["percent_agreement"]] for pair, a in (agreement.get("cohen") or {}).items()]
+    fleiss = agreement.get("fleiss") or {}
+    judge = h.get("judge_agreement") or {}
+    parts = [f'<p class="meta">{esc(systems.get("x", "?"))} against {esc(systems.get("y", "?"))}, blinded and in '
+             f'random order; {esc(h.get("ratings"))} ratings of {esc(h.get("rated_items"))} items.</p>',
+             table(["rater", "ratings", "wins (share; 95% CI)", "ties", "losses", "both bad"], rows)]
+    if pairs:
+        parts.append(table(["raters", "items", "Cohen's kappa", "agreement"], pairs))
+    if fleiss.get("kappa") is not None:
+        parts.append(f"<p>Fleiss' kappa over {esc(fleiss['raters'])} raters and {esc(fleiss['items'])} items: "
+                     f"{fmt(fleiss['kappa'])}.</p>")
+    if judge.get("ratings"):
+        parts.append(f"<p>Agreement with the LLM judge: {fmt(judge['percent_agreement'])} of {esc(judge['ratings'])} "
+                     f"ratings (kappa {fmt(judge['kappa'])}).</p>")
+    return "".join(parts)
+
+
 def preference_panel(p: dict[str, Any] | None) -> str:
     if p is None:
         return not_run("Preference evaluation (eval/preference.json)")
@@ -271,9 +299,13 @@ def render(r: dict[str, Any]) -> str:
         "memorisation": _drawn(r, "memorisation.json", memorisation_panel, r.get("memorisation")),
         "examples": _drawn(r, "examples.jsonl", examples_panel, r.get("examples"), r.get("examples_total")),
     }
+    shown = list(SECTIONS)
+    if r.get("human") is not None:  # human evaluation is optional: no "not run" panel without it
+        panels["human"] = _drawn(r, "human.json", human_panel, r["human"])
+        shown.insert(3, ("human", "Human evaluation"))
     sections = [(f"extra-{i}", name) for i, name in enumerate(extra)]
-    nav = " ".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in [*SECTIONS, *sections])
-    body = [f'<section id="{key}"><h2>{esc(title)}</h2>{panels[key]}</section>' for key, title in SECTIONS]
+    nav = " ".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in [*shown, *sections])
+    body = [f'<section id="{key}"><h2>{esc(title)}</h2>{panels[key]}</section>' for key, title in shown]
     body += [f'<section id="{key}"><h2>{esc(name)}</h2>{key_values(extra[name])}</section>' for key, name in sections]
     problems = "".join(f"<li>{esc(p)}</li>" for p in r.get("problems") or [])
     return "\n".join([

@@ -11,4 +11,7 @@ request generated at a time. Modules, in the order a request meets them:
 - :mod:`ayar.serve.engine`: the bounded queue and the worker that generates.
 - :mod:`ayar.serve.models`: the base model, its adapters (peft) and A/B routes.
 - :mod:`ayar.serve.text`: generated tokens → final text, with stop sequences.
+- :mod:`ayar.serve.observe`: Prometheus metrics (``/metrics``) and what a finished request leaves behind.
+- :mod:`ayar.serve.request_log`: the opt-in, PII-redacted request and feedback log, with retention.
+- :mod:`ayar.serve.feedback`: reading that log back: ``ayar ab report`` and ``ayar ab export-data``.
 """

@@ -7,6 +7,9 @@ Routes:
 - ``POST /v1/completions``: a raw text prompt.
 - ``GET/POST /admin/adapters``, ``DELETE /admin/adapters/{name}``: list, load, unload adapters.
 - ``GET /health``: liveness, queue length (never needs the API key).
+- ``GET /metrics``: Prometheus metrics (:mod:`ayar.serve.observe`; behind the API key like the OpenAI routes).
+- ``POST /v1/feedback``: a user's verdict on a response (thumbs, a score, a correction), joined to the
+  model that served it and written to the request log (on with ``--request-log``).
 
 Every request first passes :class:`ayar.serve.guard.Guard`, which checks the
 key for its path and caps the body before anything is read. A request is then
@@ -28,11 +31,12 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -41,6 +45,7 @@ from ayar.serve import protocol as p
 from ayar.serve.engine import Engine, Job
 from ayar.serve.guard import Guard
 from ayar.serve.models import ModelHost
+from ayar.serve.observe import CONTENT_TYPE, Observer, ServeMetrics, Trace
 from ayar.serve.policy import adapter_path
 from ayar.serve.protocol import OpenAIError
 
@@ -55,9 +60,31 @@ class AdapterLoad(BaseModel):
     path: str = Field(max_length=4096)
 
 
+class Feedback(BaseModel):
+    """A user's verdict on one response: thumbs, a score in [0, 1], a corrected answer (at least one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    response_id: str = Field(max_length=128)
+    thumbs: Literal["up", "down"] | None = None
+    score: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    correction: str | None = Field(None, min_length=1, max_length=p.MAX_TEXT)
+    comment: str | None = Field(None, max_length=4096)
+
+    @model_validator(mode="after")
+    def _something(self) -> Feedback:
+        if self.thumbs is None and self.score is None and self.correction is None:
+            raise ValueError("send thumbs (up or down), a score between 0 and 1, or a correction")
+        return self
+
+    def kinds(self) -> list[str]:
+        return [k for k, v in (("up", self.thumbs == "up"), ("down", self.thumbs == "down"),
+                               ("score", self.score is not None), ("correction", self.correction is not None)) if v]
+
+
 def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None, admin_key: str | None = None,
                admin: bool = True, adapter_roots: Sequence[Path] = (), max_body_bytes: int = MAX_BODY_BYTES,
-               docs: bool = False, audit=None) -> FastAPI:
+               docs: bool = False, audit=None, request_log=None) -> FastAPI:
     """Build the app; the engine's worker starts with the app and is drained when it stops.
 
     Args:
@@ -71,14 +98,20 @@ def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None, a
         docs: serve ``/docs`` and ``/openapi.json`` (behind the API key).
         audit: a :class:`ayar.govern.record.ServeAudit`: admin loads pass the release gate and loads and
             unloads are recorded in the audit ledger (None: neither).
+        request_log: a :class:`ayar.serve.request_log.RequestLog` for requests and feedback (None: no log,
+            and ``POST /v1/feedback`` is off).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        if request_log is not None:
+            request_log.start()
         yield
         # uvicorn has stopped accepting connections and waited for open requests; finish the queue.
         await asyncio.to_thread(engine.close)
+        if request_log is not None:
+            await asyncio.to_thread(request_log.close)
         if audit is not None:  # the ledger then knows nothing is served by this process any more
             await asyncio.to_thread(audit.stopped)
 
@@ -86,6 +119,7 @@ def create_app(host: ModelHost, engine: Engine, *, api_key: str | None = None, a
     app = FastAPI(title="ayar serve", lifespan=lifespan, **off)
     app.state.host, app.state.engine, app.state.adapter_roots = host, engine, list(adapter_roots)
     app.state.audit = audit
+    app.state.observer = Observer(ServeMetrics(engine.pending), request_log)
     app.add_exception_handler(OpenAIError, _openai_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http_error)
@@ -124,6 +158,28 @@ async def health(request: Request) -> dict:
     return {"status": "ok", "queued": request.app.state.engine.pending()}
 
 
+@routes.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.observer.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@routes.post("/v1/feedback")
+async def feedback(body: Feedback, request: Request) -> dict:
+    observer: Observer = request.app.state.observer
+    if observer.log is None:
+        raise OpenAIError(404, "feedback is off on this server: start `ayar serve` with --request-log FILE to "
+                          "record it", code="feedback_off")
+    served = observer.served(body.response_id)
+    if served is None:
+        raise OpenAIError(404, f"no response with id {body.response_id!r} was served by this server (or it was "
+                          "too long ago)", param="response_id", code="response_not_found")
+    observer.feedback(served, body.kinds())
+    observer.log.feedback({"id": body.response_id, "model": served.model, "served_by": served.served_by,
+                           "route": served.route, "thumbs": body.thumbs, "score": body.score,
+                           "correction": body.correction, "comment": body.comment})
+    return {"id": body.response_id, "object": "feedback", "served_by": served.served_by, "recorded": True}
+
+
 @routes.get("/v1/models")
 async def models(request: Request) -> dict:
     return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ayar"}
@@ -136,7 +192,7 @@ async def chat_completions(body: p.ChatRequest, request: Request):
     host.require(body.model)
     messages = [m.as_record() for m in body.messages]
     ids = await run_in_threadpool(chat_prompt_ids, host.tokenizer, messages, host.context_length)
-    return await _respond(request, body, ids, chat=True)
+    return await _respond(request, body, ids, messages, chat=True)
 
 
 def chat_prompt_ids(tokenizer, messages: list[dict], context: int) -> list[int]:
@@ -187,7 +243,7 @@ async def completions(body: p.CompletionRequest, request: Request):
     ids = await run_in_threadpool(text_prompt_ids, host.tokenizer, body.prompt, host.context_length)
     if not ids:
         raise OpenAIError(400, "the prompt is empty", param="prompt")
-    return await _respond(request, body, ids, chat=False)
+    return await _respond(request, body, ids, body.prompt, chat=False)
 
 
 @routes.get("/admin/adapters")
@@ -236,9 +292,11 @@ def _locked(host: ModelHost, fn, *args) -> None:
         fn(*args)
 
 
-async def _respond(request: Request, body: p.ChatRequest | p.CompletionRequest, ids: list[int], *, chat: bool):
+async def _respond(request: Request, body: p.ChatRequest | p.CompletionRequest, ids: list[int],
+                   prompt: list[dict] | str, *, chat: bool):
     """Queue the request, wait until its model is selected, then answer whole or as a stream."""
     host: ModelHost = request.app.state.host
+    observer: Observer = request.app.state.observer
     job = Job(
         request_id=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex,
         model=body.model,
@@ -251,23 +309,30 @@ async def _respond(request: Request, body: p.ChatRequest | p.CompletionRequest, 
         logit_bias=_logit_bias(body.logit_bias, len(host.tokenizer)),
         loop=asyncio.get_running_loop(),
     )
-    request.app.state.engine.submit(job)
+    trace = Trace(job.request_id, body.model, body.model if body.model in host.routes else None, prompt, len(ids))
+    try:
+        request.app.state.engine.submit(job)
+    except OpenAIError:
+        observer.close(trace, "rejected")
+        raise
     # The client may leave while the job waits or (non-streamed) generates: that cancels the job, so
     # the worker skips it or stops generating. A stream is cancelled by Starlette when its client leaves.
     watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
     try:
         kind, *rest = await job.events.get()
         if kind == "error":
+            observer.close(trace, "error")
             raise rest[0]
-        served = rest[0]
+        served = trace.served_by = rest[0]
         headers = {"X-Ayar-Served-By": served, "X-Request-Id": job.request_id}
         if body.stream:
             watcher.cancel()
-            return StreamingResponse(_sse(job, served, len(ids), chat, body.include_usage),
+            return StreamingResponse(_sse(job, trace, observer, chat, body.include_usage),
                                      media_type="text/event-stream", headers=headers)
-        return JSONResponse(await _collect(job, served, len(ids), chat), headers=headers)
+        return JSONResponse(await _collect(job, trace, observer, chat), headers=headers)
     except BaseException:
         job.cancelled.set()
+        observer.close(trace, "cancelled")  # a no-op when it was closed already
         raise
     finally:
         watcher.cancel()
@@ -305,44 +370,50 @@ def _logit_bias(bias: dict[str, float] | None, vocab: int) -> dict[int, float]:
     return out
 
 
-async def _collect(job: Job, served: str, n_prompt: int, chat: bool) -> dict:
+async def _collect(job: Job, trace: Trace, observer: Observer, chat: bool) -> dict:
     """Wait for the whole reply and build the non-streamed response."""
-    parts = []
     try:
         while True:
             kind, *rest = await job.events.get()
             if kind == "text":
-                parts.append(rest[0])
+                trace.text(rest[0])
             elif kind == "error":
+                observer.close(trace, "error")
                 raise rest[0]
             else:
                 finish, n_completion = rest
+                observer.close(trace, "ok", finish, n_completion)
                 build = p.chat_response if chat else p.completion_response
-                return build(job.request_id, served, "".join(parts), finish, n_prompt, n_completion)
+                return build(job.request_id, trace.served_by, "".join(trace.parts), finish, trace.n_prompt,
+                             n_completion)
     finally:
         job.cancelled.set()  # a no-op when finished; stops generation if the client went away
+        observer.close(trace, "cancelled")
 
 
-async def _sse(job: Job, served: str, n_prompt: int, chat: bool, include_usage: bool) -> AsyncIterator[str]:
+async def _sse(job: Job, trace: Trace, observer: Observer, chat: bool, include_usage: bool) -> AsyncIterator[str]:
     """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``."""
 
     def event(obj: dict) -> str:
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
-    rid = job.request_id
+    rid, served, n_prompt = job.request_id, trace.served_by, trace.n_prompt
     try:
         if chat:
             yield event(p.chat_chunk(rid, served, {"role": "assistant", "content": ""}))
         while True:
             kind, *rest = await job.events.get()
             if kind == "text":
+                trace.text(rest[0])
                 yield event(p.chat_chunk(rid, served, {"content": rest[0]}) if chat
                             else p.completion_chunk(rid, served, rest[0]))
             elif kind == "error":
+                observer.close(trace, "error")
                 yield event(rest[0].body())
                 break
             else:
                 finish, n_completion = rest
+                observer.close(trace, "ok", finish, n_completion)
                 yield event(p.chat_chunk(rid, served, {}, finish) if chat
                             else p.completion_chunk(rid, served, "", finish))
                 if include_usage:
@@ -352,3 +423,4 @@ async def _sse(job: Job, served: str, n_prompt: int, chat: bool, include_usage: 
         yield "data: [DONE]\n\n"
     finally:
         job.cancelled.set()
+        observer.close(trace, "cancelled")

@@ -35,6 +35,8 @@ class ServeOptions:
     docs: bool = False  # serve /docs and /openapi.json (behind the API key)
     max_body_bytes: int = 2 * 1024 * 1024
     no_gate: bool = False  # serve runs that fail their release gate (recorded in the audit ledger)
+    request_log: Path | None = None  # JSONL of requests and feedback, redacted (None: no log, feedback off)
+    request_log_days: float = 30.0  # retention of the request log
 
 
 def parse_adapter(spec: str) -> tuple[str, str]:
@@ -117,11 +119,13 @@ def build(options: ServeOptions):
     from ayar.serve.app import create_app
     from ayar.serve.engine import Engine
     from ayar.serve.models import ModelHost
+    from ayar.serve.request_log import RequestLog
 
     if options.dtype not in {"auto", *DTYPES}:
         raise AyarError(f"--dtype {options.dtype!r}: choose auto, {', '.join(DTYPES)}")
     if options.max_queue < 1:
         raise AyarError(f"--max-queue {options.max_queue}: must be at least 1")
+    request_log = RequestLog(options.request_log, options.request_log_days) if options.request_log else None
     from ayar.serve.policy import check_roots
 
     api_key, admin_key = keys(options)
@@ -158,7 +162,8 @@ def build(options: ServeOptions):
         audit.loaded(name, path, gates[path], base=base_name)
     engine = Engine(host, options.max_queue)
     app = create_app(host, engine, api_key=api_key, admin_key=admin_key, admin=not options.no_admin,
-                     adapter_roots=roots, max_body_bytes=options.max_body_bytes, docs=options.docs, audit=audit)
+                     adapter_roots=roots, max_body_bytes=options.max_body_bytes, docs=options.docs, audit=audit,
+                     request_log=request_log)
     return app, host, engine
 
 
@@ -178,6 +183,7 @@ def run(options: ServeOptions, *, bind: str = "127.0.0.1", port: int = 8000) -> 
     key = "required" if options.api_key_env else "off"
     admin = "off" if options.no_admin or (options.api_key_env and not options.admin_key_env) else \
         ("own key" if options.admin_key_env else "open")
+    logged = f", request log {options.request_log} ({options.request_log_days:g} days)" if options.request_log else ""
     console.print(f"serving {', '.join(host.names())} at http://{bind}:{port}/v1 (API key {key}, admin API "
-                  f"{admin}, queue {options.max_queue})", markup=False)
+                  f"{admin}, queue {options.max_queue}{logged}); metrics at /metrics", markup=False)
     uvicorn.run(app, host=bind, port=port, log_level="info")
