@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -14,54 +11,12 @@ from ayar.errors import AyarError
 from ayar.eval.config import EndpointConfig, EvalSection, JudgeConfig
 from ayar.eval.endpoint import ChatEndpoint, EndpointError, cache_key, generate_with_endpoint
 from ayar.eval.judge import combine, parse_verdict, run_judge
-
-
-class FakeOpenAI:
-    """Answers POST /v1/chat/completions like an OpenAI-compatible server; ``reply(body) -> (status, text)``."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.reply: Callable[[dict], tuple[int, str]] = lambda body: (200, "VERDICT: TIE")
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append(body)
-                fake.headers.append({k.lower(): v for k, v in self.headers.items()})
-                status, text = fake.reply(body)
-                if status == 200:
-                    payload = {"id": f"c{len(fake.requests)}", "object": "chat.completion", "created": 0,
-                               "model": body["model"], "choices": [{"index": 0, "finish_reason": "stop",
-                                                                    "message": {"role": "assistant", "content": text}}],
-                               "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-                else:
-                    payload = {"error": {"message": text, "type": "server_error"}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from fake_openai import FakeOpenAI
 
 
 @pytest.fixture
 def fake():
-    server = FakeOpenAI()
+    server = FakeOpenAI(lambda body: (200, "VERDICT: TIE"))
     yield server
     server.close()
 

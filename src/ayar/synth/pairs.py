@@ -16,7 +16,6 @@ Teacher requests go through the same cache, rate limit, retries and personal-dat
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from typing import Any
 from ayar.errors import AyarError
 from ayar.eval.endpoint import ChatEndpoint, EndpointError
 from ayar.govern.external import allowing
-from ayar.govern.manifest import file_record, utc_now, write_json_atomic
+from ayar.govern.manifest import utc_now
 from ayar.synth.config import PairsConfig, SynthSection
 from ayar.synth.cost import account
 from ayar.synth.run import (
@@ -37,6 +36,7 @@ from ayar.synth.run import (
     endpoint_for,
     guard_prompts,
     prompt_hash,
+    publish,
     reject_lines,
     resolved,
 )
@@ -206,15 +206,8 @@ def _write(out_dir: Path, section: SynthSection, config: PairsConfig, pairs: lis
         lines.append(json.dumps({"prompt": job.context["prompt"], "chosen": group[sel.chosen],
                                  "rejected": group[sel.rejected], "meta": {"synthetic": origin}},
                                 ensure_ascii=False) + "\n")
-    rejects = reject_lines(outcome)
-    summary["outputs"] = {}
-    for name, text in ((config.output, lines), ("pairs_rejects.jsonl", rejects)):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text("".join(text), encoding="utf-8")
-        os.replace(tmp, out_dir / name)
-        summary["outputs"][name] = {**file_record(out_dir / name), "records": len(text)}
-    summary["output_dir"] = str(out_dir)
-    write_json_atomic(out_dir / "pairs_manifest.json", summary)
+    publish(out_dir, {config.output: lines, "pairs_rejects.jsonl": reject_lines(outcome)}, summary,
+            "pairs_manifest.json")
 
 
 def _record(summary: dict[str, Any], config: PairsConfig, base_dir: Path, governance) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from ayar.data.formats import RecordError
 from ayar.data.readers import resolve_path
 from ayar.errors import AyarError
 from ayar.eval.endpoint import ChatEndpoint, Completion, EndpointError
+from ayar.fsutil import atomic_write
 from ayar.govern.external import allowing, is_local
 from ayar.govern.manifest import file_record, utc_now, write_json_atomic
 from ayar.synth.config import SynthSection
@@ -350,15 +350,18 @@ def _write(out_dir: Path, section: SynthSection, outcome: Outcome, summary: dict
         if "meta_judge_score" in record:
             meta["synthetic"]["judge_score"] = record.pop("meta_judge_score")
         lines.append(json.dumps({**record, "meta": meta}, ensure_ascii=False) + "\n")
-    rejects = reject_lines(outcome)
+    publish(out_dir, {"synthetic.jsonl": lines, "rejects.jsonl": reject_lines(outcome)}, summary, "manifest.json")
+
+
+def publish(out_dir: Path, files: dict[str, list[str]], summary: dict[str, Any], manifest: str) -> None:
+    """Write each JSONL file of ``files`` atomically, then the manifest naming them (written last)."""
     summary["outputs"] = {}
-    for name, text in (("synthetic.jsonl", lines), ("rejects.jsonl", rejects)):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text("".join(text), encoding="utf-8")
-        os.replace(tmp, out_dir / name)
-        summary["outputs"][name] = {**file_record(out_dir / name), "records": len(text)}
+    for name, lines in files.items():
+        with atomic_write(out_dir / name) as fh:
+            fh.write("".join(lines))
+        summary["outputs"][name] = {**file_record(out_dir / name), "records": len(lines)}
     summary["output_dir"] = str(out_dir)
-    write_json_atomic(out_dir / "manifest.json", summary)
+    write_json_atomic(out_dir / manifest, summary)
 
 
 def reject_lines(outcome: Outcome) -> list[str]:
