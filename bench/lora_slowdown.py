@@ -7,7 +7,7 @@ the model as transformers loads it (weights require grad), frozen (as under a Lo
 frozen with :func:`ayar.model.load.contiguous_head_input`. The slowdown first looked like it followed changed
 weight values; it follows ``requires_grad``: for the non-contiguous ``hidden[:, -1:, :]`` and a frozen weight,
 ``torch.matmul`` expands the 262k x 640 head to the batch and copies it before a ``bmm``.
-Measured 2026-12-05 on the idle 2-core CPU (torch 2.13.0): 0.69 s, 6.5 s, 0.7 s (see bench/results/).
+Measured 2026-12-05 on the 2-core CPU (torch 2.13.0): 0.69 s and 6.5 s idle; 0.78 s with the fix, while an install ran.
 """
 import resource
 import sys
