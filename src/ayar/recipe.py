@@ -225,6 +225,11 @@ class TrainSection(Section):
         None, gt=0, description="Target positions the output head scores at a time (forward and backward); its "
         "memory is one chunk of positions x vocabulary. null: about 8M logits on a CPU (262 positions of a 32k "
         "vocabulary), 32M on a GPU.")
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="How several processes (torchrun, accelerate launch) share the model. ddp: each holds all "
+        "of it and gradients are averaged; fsdp: parameters, gradients and optimizer state are sharded across "
+        "processes, one unit per decoder layer (torch FSDP2), for models whose training state does not fit one "
+        "device. Checkpoints and saved weights are whole either way. One process: no difference.")
     save_every: int | None = Field(
         500, gt=0, description="Write a checkpoint every N steps (also at the end and at each new best eval loss)."
     )
@@ -324,6 +329,12 @@ class Recipe(Section):
             if getattr(self, name) is not None and name != self.method:
                 found.append(((name,), f"section `{name}` is set but method is {self.method!r}; remove it or set "
                               f"method: {name}"))
+        if self.train.distributed == "fsdp" and m.quantization != "none":
+            found.append((("train", "distributed"), "train.distributed fsdp cannot shard quantised (bitsandbytes) "
+                          "weights; use ddp for QLoRA, or model.quantization: none"))
+        if self.train.distributed == "fsdp" and self.adapter.train_embeddings != "none":
+            found.append((("train", "distributed"), "train.distributed fsdp is not supported with "
+                          "adapter.train_embeddings; use ddp, or train_embeddings: none"))
         if continuing and full:
             found.append((("model", "init_adapter_mode"), "model.init_adapter_mode continue needs an adapter "
                           "(adapter.type lora or dora); use merge for full fine-tuning"))

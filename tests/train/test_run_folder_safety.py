@@ -29,7 +29,7 @@ def write_recipe(folder: Path, model_dir, **extra) -> Path:
 
 
 def test_a_full_disk_is_one_clear_error(tmp_path, tiny_llama, monkeypatch):
-    def full(out, model, tokenizer, full):
+    def full(out, model, tokenizer, full, weights=None):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / ".adapter.tmp" / "adapter_model.safetensors"))
 
     monkeypatch.setattr(train_run, "_save_outputs", full)

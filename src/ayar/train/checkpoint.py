@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ayar.fsutil import fsync_dir
+from ayar.train.sharding import shard_like, shard_optimizer_state
 
 MARKER = "COMPLETE"
 PREFIX = "step-"
@@ -119,8 +120,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that training changes (adapter weights, or all weights for full fine-tuning)."""
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """The parameters that training changes (adapter weights, or all weights for full fine-tuning).
+
+    Under FSDP these are this process's shards; :func:`ayar.train.sharding.full_tensors` makes them whole.
+    """
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -130,15 +134,22 @@ def _fsync_tree(folder: Path) -> None:
     fsync_dir(folder)
 
 
-def save_checkpoint(root: Path, *, model, optimizer, scheduler, loop: LoopState, recipe_yaml: str) -> Path:
-    """Write ``root/step-NNNNNNNN`` atomically and return it."""
+def save_checkpoint(root: Path, *, weights: dict[str, torch.Tensor], optimizer_state: dict, scheduler,
+                    loop: LoopState, recipe_yaml: str) -> Path:
+    """Write ``root/step-NNNNNNNN`` atomically and return it.
+
+    Args:
+        weights: :func:`trainable_state`, whole (gathered when sharded).
+        optimizer_state: the optimizer's ``state_dict()``, whole: the files are the same
+            whatever the number of processes.
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{loop.step:08d}"
     tmp = root / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / "weights.safetensors"))
-    save_state(tmp, "optimizer", optimizer.state_dict())
+    save_file({n: t.detach().cpu().contiguous() for n, t in weights.items()}, str(tmp / "weights.safetensors"))
+    save_state(tmp, "optimizer", optimizer_state)
     (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()), encoding="utf-8")
     save_state(tmp, "rng", rng_state())
     (tmp / "loop.json").write_text(json.dumps(asdict(loop)), encoding="utf-8")
@@ -167,6 +178,8 @@ def complete_checkpoints(root: Path) -> list[Path]:
 def load_checkpoint(folder: Path, *, model, optimizer, scheduler) -> LoopState:
     """Restore weights, optimizer, scheduler and RNG from ``folder``; return the loop counters.
 
+    Every process reads the whole checkpoint; a sharded model keeps its own slice of each tensor.
+
     Raises:
         ValueError: the checkpoint's weights do not match the model's trainable parameters.
     """
@@ -178,8 +191,8 @@ def load_checkpoint(folder: Path, *, model, optimizer, scheduler) -> LoopState:
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in weights.items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(load_state(folder, "optimizer"))
+            params[name].copy_(shard_like(value, params[name]))
+    optimizer.load_state_dict(shard_optimizer_state(load_state(folder, "optimizer"), optimizer))
     scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text(encoding="utf-8")))
     set_rng_state(load_state(folder, "rng"))
     return LoopState(**json.loads((folder / "loop.json").read_text(encoding="utf-8")))

@@ -21,9 +21,16 @@ import torch
 
 from ayar.errors import AyarError
 from ayar.train.batching import micro_batches
-from ayar.train.checkpoint import LoopState, load_checkpoint, prune_checkpoints, save_checkpoint
+from ayar.train.checkpoint import (
+    LoopState,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    trainable_state,
+)
 from ayar.train.losses import count_targets
 from ayar.train.objectives import Batch, LMObjective, Objective
+from ayar.train.sharding import full_tensors, no_sync, shard
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -210,7 +217,7 @@ def _accumulate(loss_model: torch.nn.Module, batches: list[Batch], accelerator: 
         for k, v in objective.counts(batch).items():
             counts_local[k] = counts_local.get(k, 0.0) + v
     n_global = {k: v.clamp(min=1) for k, v in _reduce(accelerator, counts_local).items()}
-    # DDP averages gradients over processes; multiply back so each term is sum / n_global.
+    # DDP and FSDP average gradients over processes; multiply back so each term is sum / n_global.
     world = accelerator.num_processes
     terms_total, stat_sums, stat_counts = {}, {}, {}
     tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else int(b["input_ids"].numel())
@@ -219,7 +226,7 @@ def _accumulate(loss_model: torch.nn.Module, batches: list[Batch], accelerator: 
     for i, batch in enumerate(batches):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         sync = i == len(batches) - 1
-        with contextlib.nullcontext() if sync else accelerator.no_sync(loss_model):
+        with contextlib.nullcontext() if sync else no_sync(loss_model, accelerator):
             with _autocast(accelerator.device, amp):
                 terms, stats = loss_model(**batch)
             loss = sum(term * (world / n_global[k]).to(term.dtype) for k, term in terms.items())
@@ -275,6 +282,9 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place on ``train_examples`` with the recipe's ``train`` section.
 
+    With several processes, ``cfg.distributed == "fsdp"`` shards ``model`` in place
+    (:mod:`ayar.train.sharding`): afterwards its parameters are this process's shards.
+
     Args:
         model: a causal LM (peft-wrapped or not) whose trainable parameters require grad.
         train_examples: tokenised examples with labels (IGNORE where no loss), or packed rows.
@@ -308,9 +318,13 @@ def fit(
     steps = total_steps(len(train_examples), cfg)
     objective = objective or LMObjective(cfg.loss_chunk_size)
     loss_model = objective.wrap(model)
+    sharded = cfg.distributed == "fsdp" and accelerator.num_processes > 1
+    if sharded:  # before the optimizer: the parameters become shards
+        shard(loss_model, model, accelerator)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, steps)
-    loss_model, optimizer = accelerator.prepare(loss_model, optimizer)
+    if not sharded:
+        loss_model, optimizer = accelerator.prepare(loss_model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
     state = LoopState()
     resumed_from = None
@@ -326,11 +340,16 @@ def fit(
     eval_loss = state.history[-1].get("eval_loss") if state.history else None
 
     def save() -> None:
-        if checkpointing and accelerator.is_main_process:
-            state.elapsed_s = time.perf_counter() - started
-            save_checkpoint(checkpointing.root, model=model, optimizer=optimizer, scheduler=scheduler, loop=state,
-                            recipe_yaml=checkpointing.recipe_yaml)
-            prune_checkpoints(checkpointing.root, checkpointing.keep_last, state.best_step)
+        if checkpointing:
+            main = accelerator.is_main_process
+            # Under FSDP every process takes part in gathering the state; the main process writes it.
+            weights = full_tensors(trainable_state(model), keep=main)
+            optimizer_state = full_tensors(optimizer.state_dict(), keep=main)
+            if main:
+                state.elapsed_s = time.perf_counter() - started
+                save_checkpoint(checkpointing.root, weights=weights, optimizer_state=optimizer_state,
+                                scheduler=scheduler, loop=state, recipe_yaml=checkpointing.recipe_yaml)
+                prune_checkpoints(checkpointing.root, checkpointing.keep_last, state.best_step)
         accelerator.wait_for_everyone()
 
     while state.step < steps:

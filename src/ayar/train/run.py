@@ -321,8 +321,9 @@ def _train(recipe: Recipe, *, overwrite: bool, resume: bool, force: bool) -> Tra
                 record_interrupted(recipe, result.steps)
             raise Interrupted(f"interrupted at step {result.steps}; checkpoint saved in {out / 'checkpoints'}. "
                               "Resume with `ayar train RECIPE` (or --resume): it continues exactly where it stopped")
+        whole = _whole_weights(model, full, keep=main)  # under FSDP every process takes part
         if main:
-            _save_outputs(out, model, tokenizer, full)
+            _save_outputs(out, model, tokenizer, full, whole)
             summary = {"method": method.name, "adapter": recipe.adapter.type, "trainable_parameters": trainable,
                        "total_parameters": total, "data": vars(stats), "val_examples": len(val_examples),
                        "padding_fraction": padding,
@@ -404,9 +405,24 @@ def _trim_metrics(path: Path, resume_from: Path | None) -> None:
         fh.writelines(f"{line}\n" for line in kept)
 
 
-def _save_outputs(out: Path, model, tokenizer, full: bool) -> None:
+def _whole_weights(model, full: bool, keep: bool) -> dict[str, torch.Tensor] | None:
+    """The weights to save, gathered whole from a model sharded by FSDP (None: not sharded, or not ``keep``).
+
+    Full fine-tuning gathers the whole state dict (tied weights stay one tensor); an
+    adapter only its trainable parameters, which is all PEFT saves.
+    """
+    from ayar.train.checkpoint import trainable_state
+    from ayar.train.sharding import full_tensors, is_sharded
+
+    if not is_sharded(model):
+        return None
+    return full_tensors(model.state_dict(keep_vars=True) if full else trainable_state(model), keep=keep)
+
+
+def _save_outputs(out: Path, model, tokenizer, full: bool, weights: dict[str, torch.Tensor] | None = None) -> None:
     def save(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
+        # weights: gathered from FSDP shards; None: the model's own state dict (both libraries' default)
+        model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(folder)
 
     _save_atomically(out, "model" if full else "adapter", save)
