@@ -74,10 +74,10 @@ def test_does_not_fit(sft_recipe):
 # ---------------------------------------------------------------- advice: one test per rule
 
 
-def plan_stub(examples=5000, records=None, truncated=0, **recipe) -> SimpleNamespace:
+def plan_stub(examples=5000, records=None, truncated=0, tokenizer_fit=None, **recipe) -> SimpleNamespace:
     r = Recipe.model_validate({"model": {"path": "m"}, "data": {"train": "t.jsonl"}, **recipe})
     return SimpleNamespace(recipe=r, profile=SimpleNamespace(examples=examples, records=records or examples,
-                                                             truncated=truncated))
+                                                             truncated=truncated), tokenizer_fit=tokenizer_fit)
 
 
 def row_stub(fits=True, status="fits", device_class="cuda", memory=24 * 2**30, peak=2**30, weights=2**28):
@@ -137,6 +137,27 @@ def test_rule_targets():
 def test_rule_truncation():
     assert "longer than" in advice.truncation(plan_stub(examples=100, truncated=20), []).message
     assert advice.truncation(plan_stub(examples=100, truncated=2), []) is None
+
+
+def test_rule_fragmentation():
+    from ayar.plan.tokenizer import BENCH, Extension, TokenizerFit
+    from ayar.tokenizer.report import Efficiency
+
+    fine = Efficiency("t", 1, 10, 10, 10, 10, fertility=3.0, chars_per_token=1.0, split_3plus=0.6,
+                      byte_fallback_rate=0.0)
+
+    def fit(reduction=None, fragmenting=True):
+        saving = None if reduction is None else Extension(100, 90, 10, 1000, round(1000 * (1 - reduction)))
+        return TokenizerFit(fine, fragmenting, saving, "" if saving else "too little text")
+
+    assert advice.fragmentation(plan_stub(), []) is None  # not measured (pre-flight)
+    assert advice.fragmentation(plan_stub(tokenizer_fit=fit(0.5, fragmenting=False)), []) is None
+    worth = advice.fragmentation(plan_stub(tokenizer_fit=fit(0.5)), [])
+    assert "ayar tokenizer extend m --data" in worth.message and "about 50% (estimate)" in worth.message
+    assert "90 sampled texts" in worth.reason and BENCH in worth.reason
+    assert advice.fragmentation(plan_stub(tokenizer_fit=fit(0.1)), []) is None  # saves too little to pay
+    quoted = advice.fragmentation(plan_stub(tokenizer_fit=fit(None)), [])
+    assert "not estimated here (too little text)" in quoted.message and BENCH in quoted.reason
 
 
 def test_every_rule_has_a_test():

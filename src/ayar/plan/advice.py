@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 PREFERENCE = ("dpo", "orpo", "cpo", "simpo")
+EXTENSION_WORTH = 0.20  # share of tokens vocabulary extension must save to be advised
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,33 @@ def truncation(p, rows) -> Advice | None:
     return None
 
 
+def fragmentation(p, rows) -> Advice | None:
+    """A tokenizer that cuts the training text into many pieces makes every example longer: more compute to
+    train and to serve (issue 19). Extension pays when it saves at least :data:`EXTENSION_WORTH` of the tokens:
+    the bench's 42% for SmolLM2 does, Gemma's 10% does not pay for the new rows and an adaptation run."""
+    from ayar.plan.tokenizer import BENCH, EXTEND_ADD
+
+    fit = p.tokenizer_fit
+    if fit is None or not fit.fragmenting:
+        return None
+    e, x, r = fit.efficiency, fit.extension, p.recipe
+    if x is not None and x.reduction < EXTENSION_WORTH:
+        return None
+    command = f"`ayar tokenizer extend {r.model.path} --data {r.data.train} --add {EXTEND_ADD} --out DIR`"
+    figures = f"{e.fertility:.2f} tokens per word, {e.split_3plus:.0%} of words in 3+ pieces"
+    if x is None:
+        return Advice("fragmentation", f"the tokenizer cuts this data finely ({figures}); extending its vocabulary "
+                      f"may cut the tokens, not estimated here ({fit.note}): {command}", f"compute to train and "
+                      f"serve grows with the tokens; as measured elsewhere, {BENCH}")
+    return Advice("fragmentation", f"the tokenizer cuts this data finely ({figures}); extending its vocabulary "
+                  f"would cut the tokens by about {x.reduction:.0%} (estimate): {command}, then train with "
+                  "adapter.train_embeddings: new", f"compute to train and serve grows with the tokens; estimate from "
+                  f"{x.added:,} tokens learned on {x.learned_texts:,} sampled texts, tokens counted on the other "
+                  f"{x.heldout_texts:,}; {BENCH}")
+
+
 RULES: dict[str, Callable] = {f.__name__: f for f in (data_size, preference_size, learning_rate, epochs,
-                                                        adapter_choice, targets, truncation)}
+                                                        adapter_choice, targets, truncation, fragmentation)}
 
 
 def advise(p, rows) -> list[Advice]:

@@ -5,6 +5,9 @@ Token counts come from the actual files, tokenised exactly as training does
 than ``SAMPLE`` records are sampled: ``SAMPLE`` records drawn at random, totals
 scaled by the record count, with a 95% interval from the sample's spread.
 
+The texts of the same records (all of them, or the same sample) are what the
+tokenizer figures of the plan are measured on (:func:`sample_texts`).
+
 The micro-batch stream is simulated with the loop's own batching
 (:func:`ayar.train.batching.micro_batches`: same seed, same length grouping), so
 padding and the largest micro-batch are those the run will meet.
@@ -15,6 +18,8 @@ from __future__ import annotations
 import math
 import random
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +90,23 @@ def _count_records(path: Path) -> list[int]:
     return offsets
 
 
+def _picked(n: int, sample: int, seed: int) -> list[int]:
+    """The record numbers a sample of ``sample`` out of ``n`` records reads, in file order."""
+    return sorted(random.Random(seed).sample(range(n), sample))
+
+
+@contextmanager
+def _sample_file(src: Path, offsets: list[int], picked: list[int]) -> Iterator[Path]:
+    """A temporary copy of ``src`` holding only the records ``picked`` (numbers into ``offsets``)."""
+    with src.open("rb") as fh, tempfile.TemporaryDirectory() as tmp:
+        part = Path(tmp) / f"sample{src.suffix}"
+        with part.open("wb") as out:
+            for i in picked:
+                fh.seek(offsets[i])
+                out.write(fh.readline().rstrip(b"\n") + b"\n")
+        yield part
+
+
 def profile_file(path: str, tokenizer, recipe, *, sample: int = SAMPLE, seed: int = 0) -> DataProfile:
     """Tokenise a training file as the method does (all of it, or a random sample of records).
 
@@ -104,15 +126,29 @@ def profile_file(path: str, tokenizer, recipe, *, sample: int = SAMPLE, seed: in
         profile = profile_examples(examples, n)
         profile.truncated = getattr(stats, "truncated", 0)
         return profile
-    picked = sorted(random.Random(seed).sample(range(n), sample))
-    with src.open("rb") as fh, tempfile.TemporaryDirectory() as tmp:
-        part = Path(tmp) / f"sample{src.suffix}"
-        with part.open("wb") as out:
-            for i in picked:
-                fh.seek(offsets[i])
-                out.write(fh.readline().rstrip(b"\n") + b"\n")
+    with _sample_file(src, offsets, _picked(n, sample, seed)) as part:
         examples, stats = build(str(part), tokenizer, recipe)
     return _scaled(profile_examples(examples, n), n, sample, getattr(stats, "truncated", 0))
+
+
+def sample_texts(path: str, *, sample: int = SAMPLE, seed: int = 0) -> list[str]:
+    """The texts of the records :func:`profile_file` tokenises with the same ``sample`` and ``seed``
+    (of a pretraining .txt file, which it tokenises whole, a sample of ``sample`` lines).
+
+    Raises:
+        AyarError: the file is missing, or a record that cannot be read (see
+            :func:`ayar.tokenizer.report.load_texts`).
+    """
+    from ayar.tokenizer.report import load_texts
+
+    src = Path(path)
+    if not src.is_file():
+        raise AyarError(f"data.train: {path} not found")
+    offsets = _count_records(src)
+    if len(offsets) <= sample:
+        return load_texts(src)
+    with _sample_file(src, offsets, _picked(len(offsets), sample, seed)) as part:
+        return load_texts(part)
 
 
 def _scaled(p: DataProfile, n: int, k: int, truncated: int) -> DataProfile:

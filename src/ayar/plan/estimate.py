@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ayar.errors import AyarError
 from ayar.plan import compute, memory
 from ayar.plan.catalogue import Calibration, Device, load_calibrations
-from ayar.plan.data import DataProfile, Stream, profile_file, simulate
+from ayar.plan.data import DataProfile, Stream, profile_file, sample_texts, simulate
 from ayar.plan.inventory import Inventory, read_inventory, trainable_parameters
+from ayar.plan.tokenizer import TokenizerFit, tokenizer_fit
 
 MAX_MICRO_BATCH = 512
 
@@ -28,6 +30,7 @@ class Planned:
     trainable: int
     profile: DataProfile
     steps: int
+    tokenizer_fit: TokenizerFit | None = None  # the tokenizer on the training text (``ayar plan`` only)
     _streams: dict = field(default_factory=dict, repr=False)
 
     def stream(self, micro_batch: int, accumulation: int) -> Stream:
@@ -73,12 +76,15 @@ class FitRow:
     max_micro_batch: int = 0  # largest micro-batch that fits with the chosen settings
 
 
-def plan_recipe(recipe, *, tokenizer=None, profile: DataProfile | None = None) -> Planned:
+def plan_recipe(recipe, *, tokenizer=None, profile: DataProfile | None = None,
+                measure_tokenizer: bool = False) -> Planned:
     """Read what the estimate needs: config, safetensors headers, tokenizer and the training file.
 
     Args:
         tokenizer: an already loaded tokenizer (``ayar train``'s pre-flight passes its own).
         profile: examples already built (pre-flight); else the training file is tokenised.
+        measure_tokenizer: also measure the tokenizer on the texts of the records tokenised
+            (:mod:`ayar.plan.tokenizer`); needs ``profile`` None.
 
     Raises:
         AyarError: the model folder, its config or the data file cannot be read.
@@ -86,6 +92,7 @@ def plan_recipe(recipe, *, tokenizer=None, profile: DataProfile | None = None) -
     from ayar.train.loop import total_steps
 
     inv = read_inventory(recipe.model.path)
+    fit = None
     if profile is None:
         if tokenizer is None:
             from ayar.model.load import load_tokenizer
@@ -94,9 +101,19 @@ def plan_recipe(recipe, *, tokenizer=None, profile: DataProfile | None = None) -
             tokenizer = load_tokenizer(m.path, chat_template=m.chat_template, revision=m.revision,
                                        trust_remote_code=m.trust_remote_code)
         profile = profile_file(recipe.data.train, tokenizer, recipe, seed=recipe.train.seed)
+        if measure_tokenizer:
+            fit = _tokenizer_fit(recipe, tokenizer)
     trainable = trainable_parameters(inv, recipe.adapter)
     steps = total_steps(max(profile.examples, 1), recipe.train)
-    return Planned(recipe, inv, trainable, profile, steps)
+    return Planned(recipe, inv, trainable, profile, steps, fit)
+
+
+def _tokenizer_fit(recipe, tokenizer) -> TokenizerFit:
+    try:
+        texts = sample_texts(recipe.data.train, seed=recipe.train.seed)
+    except AyarError as exc:  # the examples were built; only the texts could not be read back
+        return TokenizerFit(None, note=str(exc))
+    return tokenizer_fit(tokenizer, texts, name=recipe.model.path)
 
 
 def _bf16(device: Device) -> bool:

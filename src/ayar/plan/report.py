@@ -43,6 +43,7 @@ def plan_to_dict(p: Planned, rows: list[FitRow]) -> dict:
                  "truncated": prof.truncated, "padding_fraction": stream.padding, "steps": p.steps,
                  "micro_batches": stream.micro_batches, "largest_micro_batch": dict(zip(
                      ("rows", "seq", "targets"), stream.largest(), strict=True))},
+        "tokenizer": p.tokenizer_fit.to_dict() if p.tokenizer_fit else None,
         "devices": [_row_dict(row) for row in rows],
         "advice": [{"rule": a.rule, "message": a.message, "reason": a.reason} for a in advise(p, rows)],
     }
@@ -76,6 +77,8 @@ def render(p: Planned, rows: list[FitRow]) -> str:
                  f"target){est}; padding {stream.padding:.1%}; {p.steps:,} steps x "
                  f"{r.train.gradient_accumulation_steps} micro-batches of {r.train.micro_batch_size}; largest "
                  f"micro-batch {rows_} rows x {seq} tokens, {targets} target positions")
+    if p.tokenizer_fit:
+        lines += _tokenizer_lines(p.tokenizer_fit)
     first = rows[0].estimate
     lines.append(f"memory  on {first.device.name} ({human_bytes(first.device.memory_bytes)}), recipe as written:")
     for k in TERMS:
@@ -99,6 +102,21 @@ def render(p: Planned, rows: list[FitRow]) -> str:
     return "\n".join(lines)
 
 
+def _tokenizer_lines(fit) -> list[str]:
+    """The tokenizer's figures on the training text, and the measured saving of extension when there is one."""
+    e, x = fit.efficiency, fit.extension
+    if e is None:
+        return [f"tokens  not measured: {fit.note}"]
+    worst = [f"{w['word']} = {'|'.join(w['pieces'])}" for w in e.fragmented[:3] if len(w["pieces"]) > 1]
+    lines = [f"tokens  {e.fertility:.2f} tokens per word, {e.chars_per_token:.2f} characters per token, "
+             f"{e.split_3plus:.0%} of words in 3+ pieces, {e.byte_fallback_rate:.1%} byte/unknown tokens "
+             f"(on the {e.texts:,} texts of those records)" + (f"; most fragmented: {'; '.join(worst)}" if worst else "")]
+    if x is not None:
+        lines.append(f"        extended by the {x.added:,} tokens learned from {x.learned_texts:,} of these texts: "
+                     f"{x.reduction:.0%} fewer tokens on the other {x.heldout_texts:,}")
+    return lines
+
+
 def _largest(n: int) -> str:
     from ayar.plan.estimate import MAX_MICRO_BATCH
 
@@ -107,7 +125,7 @@ def _largest(n: int) -> str:
 
 def plan_command(recipe, gpu: str | None) -> tuple[Planned, list[FitRow]]:
     """Plan ``recipe`` for ``gpu`` (a catalogue name, ``all``, or None: this machine)."""
-    p = plan_recipe(recipe)
+    p = plan_recipe(recipe, measure_tokenizer=True)
     cals = load_calibrations()
     devices = pick_devices(load_catalogue(), gpu)
     return p, [fit_row(p, d, cals) for d in devices]
@@ -192,4 +210,4 @@ def plan_cli(targets: list[Path], *, gpu: str | None, as_json: bool, calibrate: 
     if len(targets) != 1:
         raise AyarError("ayar plan takes one recipe (or run folders, or --calibrate with run folders)")
     p, rows = plan_command(load_recipe(targets[0], overrides), gpu)
-    return json.dumps(plan_to_dict(p, rows), indent=2) if as_json else render(p, rows)
+    return json.dumps(plan_to_dict(p, rows), indent=2, ensure_ascii=False) if as_json else render(p, rows)

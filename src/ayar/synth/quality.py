@@ -5,8 +5,9 @@ records' locations and reasons (never their text) to ``rejects.jsonl``.
 
 The language check is deliberately simple: a reply counts as Turkish when at least
 :data:`TURKISH_SHARE` of its words are frequent Turkish function words (``turkish_words.txt``)
-or hold a letter of the Turkish alphabet that English lacks (ç, ğ, ı, ö, ş, ü). It tells a Turkish
-reply from an English one reliably; it does not judge the Turkish.
+or hold a letter of the Turkish alphabet that English lacks (ç, ğ, ı, ö, ş, ü); see
+:func:`ayar.tokenizer.words.turkish_share`. It tells a Turkish reply from an English one reliably; it does not
+judge the Turkish.
 
 Duplicates are found exactly as ``prepare`` finds them (:mod:`ayar.data.dedup`, on
 :func:`~ayar.data.formats.record_text`): first against the records of ``dedup.against``, then
@@ -15,38 +16,16 @@ among the new records in order (the first one is kept).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
-from ayar.data.clean import tr_casefold
 from ayar.data.dedup import NearIndex, exact_key, signatures
 from ayar.data.formats import RecordError, apply_columns, convert, detect_format, record_text
 from ayar.data.readers import container_of, iter_records, location, resolve_path
 from ayar.errors import AyarError
 from ayar.synth.config import QualityConfig, SynthDedupConfig
 from ayar.synth.tasks import Rejected
-from ayar.tokenizer.words import split_words
-
-TURKISH_SHARE = 0.25
-_TURKISH_LETTERS = frozenset("çğıöşü")
-
-
-@functools.lru_cache(maxsize=1)
-def turkish_words() -> frozenset[str]:
-    text = resources.files("ayar.synth").joinpath("turkish_words.txt").read_text(encoding="utf-8")
-    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
-
-
-def turkish_share(text: str) -> float:
-    """Share of the words of ``text`` that are Turkish function words or hold a Turkish letter (0 with no words)."""
-    words = split_words(tr_casefold(text))
-    if not words:
-        return 0.0
-    common = turkish_words()
-    hits = sum(1 for w in words if w in common or not _TURKISH_LETTERS.isdisjoint(w))
-    return hits / len(words)
+from ayar.tokenizer.words import TURKISH_SHARE, turkish_share
 
 
 def check_text(text: str, quality: QualityConfig, language: str) -> Rejected | None:
