@@ -348,8 +348,9 @@ def files_digest(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def cache_dir(configured: str | None) -> Path:
-    return Path(configured or os.environ.get("AYAR_CACHE_DIR") or Path.home() / ".cache" / "ayar") / "reference"
+def cache_dir(configured: str | None, kind: str = "reference") -> Path:
+    """Where precomputed ``kind`` files live: ``configured``, else $AYAR_CACHE_DIR or ~/.cache/ayar, then ``kind``."""
+    return Path(configured or os.environ.get("AYAR_CACHE_DIR") or Path.home() / ".cache" / "ayar") / kind
 
 
 def _examples_digest(examples: Sequence) -> str:
