@@ -418,7 +418,10 @@ def _assign(examples: Sequence[PairExample] | Sequence[KtoItem], first: list[flo
 
 
 def make_objective(recipe: Recipe, reference: Reference | None, teacher: nn.Module | None = None) -> Objective:
-    """The objective for the recipe's method (a language-modelling one for pretrain and sft; ``teacher``: distill)."""
+    """The objective for the recipe's method (a language-modelling one for pretrain and sft).
+
+    ``teacher``: distill's teacher on the fly; None when its top-k were precomputed into the examples.
+    """
     cfg = recipe.method_config()
     chunk = recipe.train.loss_chunk_size
     if cfg is None:
