@@ -182,11 +182,29 @@ class DistillSection(Section):
     kl_weight: float = Field(1.0, ge=0, description="Weight of the forward KL(teacher || student) term.")
     sft_weight: float = Field(0.0, ge=0, description="Weight of the usual SFT cross-entropy on the data's tokens "
                               "(0: pure distillation).")
+    teacher_logprobs: Literal["on_the_fly", "precompute"] = Field(
+        "on_the_fly", description="on_the_fly: the teacher stays loaded and runs forward on every batch (exact "
+        "KL over the whole vocabulary); precompute: one pass before training stores the teacher's top_k "
+        "log-probs per target token on disk (safetensors), the teacher is freed, and training runs no teacher "
+        "forward (KL over the top_k tokens plus one bucket for the rest of the mass).")
+    top_k: int = Field(64, ge=1, description="precompute: teacher tokens kept per target position (disk and RAM: "
+                       "8 x top_k + 4 bytes per target token); more than the vocabulary means all of it (exact).")
+    cache_dir: str | None = Field(None, description="precompute: where the teacher's top-k log-probs are cached, "
+                                  "keyed by teacher weights, data, max_length, temperature and top_k; null: "
+                                  "$AYAR_CACHE_DIR or ~/.cache/ayar.")
 
     @model_validator(mode="after")
-    def _some_loss(self) -> DistillSection:
+    def _settings_agree(self) -> DistillSection:
+        problems = []
         if self.kl_weight == 0 and self.sft_weight == 0:
-            raise ValueError("kl_weight and sft_weight are both 0: nothing would be learned")
+            problems.append("kl_weight and sft_weight are both 0: nothing would be learned")
+        if self.teacher_logprobs == "on_the_fly":  # by value: a dumped recipe holds every default
+            changed = {"top_k": self.top_k != DistillSection.model_fields["top_k"].default,
+                       "cache_dir": self.cache_dir is not None}
+            problems += [f"{name} applies to teacher_logprobs: precompute; remove it or set that"
+                         for name, is_set in changed.items() if is_set]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -540,6 +558,8 @@ def _resolve_paths(recipe: Recipe, base: Path) -> Recipe:
     distill = recipe.distill
     if distill is not None and (distill.teacher.startswith((".", "/", "~")) or (base / distill.teacher).exists()):
         distill = distill.model_copy(update={"teacher": resolve(distill.teacher)})
+    if distill is not None and distill.cache_dir:
+        distill = distill.model_copy(update={"cache_dir": resolve(distill.cache_dir)})
     governance = recipe.governance
     if governance.ledger:
         governance = governance.model_copy(update={"ledger": resolve(governance.ledger)})

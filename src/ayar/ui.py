@@ -42,6 +42,8 @@ def step_progress(description: str):
 
 
 def _fmt(record: dict) -> str:
+    if "loss" not in record:  # a pass that is not training (e.g. the teacher's precompute pass)
+        return ""
     parts = [f"loss {record['loss']:.4f}", f"lr {record['lr']:.2e}", f"{record['tokens_per_s']:.0f} tok/s"]
     if "eval_loss" in record:
         parts.append(f"eval {record['eval_loss']:.4f}")

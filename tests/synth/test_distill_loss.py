@@ -13,10 +13,9 @@ import yaml
 
 from ayar.chat.tokenize import IGNORE_INDEX
 from ayar.errors import AyarError
-from ayar.model.tiny import build_tiny_model
 from ayar.recipe import validate_recipe
 from ayar.train.distill import DistillObjective, check_shared_tokenizer, forward_kl
-from helpers import colour_conversations, corpus, write_jsonl
+from helpers import colour_conversations, write_jsonl
 
 
 def test_forward_kl_by_hand():
@@ -33,16 +32,6 @@ def test_forward_kl_by_hand():
     # forward, not reverse: KL(p || q) != KL(q || p)
     assert forward_kl(teacher, student, 1.0).item() != pytest.approx(expected, abs=1e-3)
     assert forward_kl(teacher, teacher, 3.0).item() == pytest.approx(0.0, abs=1e-7)
-
-
-@pytest.fixture(scope="module")
-def two_tiny(tmp_path_factory):
-    """Two tiny models with one tokenizer (same corpus) and different random weights."""
-    folder = tmp_path_factory.mktemp("distill")
-    kw = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 2,
-          "num_kv_heads": 1}
-    return (build_tiny_model(folder / "student", corpus(), seed=0, **kw),
-            build_tiny_model(folder / "teacher", corpus(), seed=1, **kw))
 
 
 def _load(path):

@@ -25,7 +25,7 @@ import numpy as np
 from ayar.errors import AyarError
 from ayar.fsutil import atomic_write
 from ayar.plan.catalogue import GIB, Calibration, plan_home
-from ayar.plan.estimate import estimate_device, plan_recipe
+from ayar.plan.estimate import estimate_device, layer_passes, plan_recipe
 from ayar.plan.runs import device_for, measured_seconds, read_run
 
 NEUTRAL = Calibration(mfu=(1.0, 1.0), step_overhead_s=0.0, overhead_bytes=0.0, activation_factor=1.0,
@@ -59,12 +59,13 @@ def run_parts(run_dir: Path) -> dict:
     device = device_for(m)
     est = estimate_device(p, device, calibrations={device.device_class: NEUTRAL, "cuda": NEUTRAL, "cpu": NEUTRAL})
     t = est.terms
-    act = t["activations"] + t["loss_head"] + (t["reference"] if est.setup.reference != "copy" else 0.0)
+    act = t["activations"] + t["loss_head"] + (t["reference"] if est.setup.reference != "copy" else 0.0) + \
+        t.get("teacher_forward", 0.0)
     return {"class": device.device_class, "peak": device.peak_flops, "measured_bytes": m["peak_memory_bytes"],
             "fixed_bytes": sum(t.values()) - act, "activation_bytes": act,
             "measured_s": measured_seconds(m), "flops": est.flops,
             "peak_per_core": device.peak_flops / max(m.get("threads", 1), 1),
-            "layer_batches": m["micro_batches"] * p.inventory.dims.layers,
+            "layer_batches": layer_passes(p, m["micro_batches"]),
             "param_steps": p.trainable * m["steps"], "source": str(run_dir)}
 
 

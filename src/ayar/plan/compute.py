@@ -11,7 +11,8 @@ Backward costs twice the forward for trainable weights (input and weight
 gradients), once for frozen ones (input gradients only; attention has no
 weights, so always twice). Gradient checkpointing adds one forward of the
 blocks; a reference model (DPO/KTO, not precomputed) one forward without
-backward. Time is FLOPs / (peak x MFU) plus a fixed cost per micro-batch and
+backward; a distillation teacher its own forward (:func:`forward_flops` of its
+sizes) on every micro-batch, or once over the data when precomputed. Time is FLOPs / (peak x MFU) plus a fixed cost per micro-batch and
 layer and per trainable parameter at each optimizer step, all three from
 calibration (:mod:`ayar.plan.calibrate`).
 """
@@ -38,6 +39,12 @@ def block_params(inv: Inventory) -> int:
     return sum(t.numel for t in inv.of_kind("linear"))
 
 
+def forward_flops(inv: Inventory, tokens: float, seq: float, targets: float) -> float:
+    """FLOPs of one forward without gradient over ``tokens`` tokens in rows of ``seq``, projecting ``targets``."""
+    d = inv.dims
+    return 2.0 * block_params(inv) * tokens + 2.0 * d.layers * d.q_dim * seq * tokens + 2.0 * d.hidden * d.vocab * targets
+
+
 def micro_batch_flops(inv: Inventory, rows: int, seq: int, targets: int, w: Work) -> float:
     """FLOPs (multiply-adds x 2) of one micro-batch's forward and backward."""
     d = inv.dims
@@ -52,7 +59,7 @@ def micro_batch_flops(inv: Inventory, rows: int, seq: int, targets: int, w: Work
     if w.checkpointing:
         total += (blocks + attention + lora) * grad_share
     if w.reference_forward:
-        total += blocks + attention + head
+        total += forward_flops(inv, tokens, seq, targets)  # blocks + attention + head
     return total
 
 

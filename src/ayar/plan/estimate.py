@@ -3,22 +3,42 @@
 :func:`plan_recipe` reads the model's config, tokenizer and safetensors
 headers (never its weights) and the training files; :func:`estimate_device`
 turns that into a memory breakdown and a time range for one device;
+for ``method: distill`` the teacher is read the same way (:func:`read_teacher`) and
+adds its weights and forward (on the fly) or a pass before training (precompute);
 :func:`fit_row` tries the cheaper changes (gradient checkpointing, a smaller
 micro-batch with more accumulation, QLoRA) when the recipe as written does not fit.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ayar.errors import AyarError
 from ayar.plan import compute, memory
 from ayar.plan.catalogue import Calibration, Device, load_calibrations
 from ayar.plan.data import DataProfile, Stream, profile_file, sample_texts, simulate
-from ayar.plan.inventory import Inventory, read_inventory, trainable_parameters
+from ayar.plan.inventory import Inventory, adapter_parameters, read_inventory, trainable_parameters
 from ayar.plan.tokenizer import TokenizerFit, tokenizer_fit
 
 MAX_MICRO_BATCH = 512
+
+
+@dataclass(frozen=True)
+class TeacherPlan:
+    """The distillation teacher: its sizes, and when it runs."""
+
+    path: str
+    inventory: Inventory
+    adapter_params: int  # a run folder's adapter on the teacher (0: none)
+    quantization: str  # how its base loads (a QLoRA run's teacher loads quantised)
+    mode: str  # on_the_fly (resident, a forward every micro-batch) or precompute (one pass before training)
+    top_k: int  # tokens stored per target position (precompute), at most the vocabulary
+
+    def file_bytes(self, target_tokens: int) -> int:
+        """The precomputed top-k file: int32 ids and fp32 log-probs per kept token, one fp32 rest per target."""
+        return target_tokens * (8 * self.top_k + 4)
 
 
 @dataclass
@@ -30,8 +50,15 @@ class Planned:
     trainable: int
     profile: DataProfile
     steps: int
+    teacher: TeacherPlan | None = None
     tokenizer_fit: TokenizerFit | None = None  # the tokenizer on the training text (``ayar plan`` only)
     _streams: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def teacher_file_bytes(self) -> int:
+        """Disk (and RAM while training) of the precomputed top-k of the training split (0: none)."""
+        t = self.teacher
+        return t.file_bytes(self.profile.target_tokens) if t is not None and t.mode == "precompute" else 0
 
     def stream(self, micro_batch: int, accumulation: int) -> Stream:
         """The simulated micro-batches for a batch setting (cached: the fit table asks many times)."""
@@ -51,6 +78,8 @@ class DeviceEstimate:
     seconds: tuple[float, float]  # (fast, slow)
     flops: float
     calibration: Calibration
+    teacher_flops: float = 0.0  # included in flops
+    precompute_peak: float = 0.0  # the teacher's precompute pass before training (0: none)
 
     @property
     def peak(self) -> float:
@@ -58,7 +87,7 @@ class DeviceEstimate:
 
     @property
     def fits(self) -> bool:
-        return self.peak <= self.device.memory_bytes
+        return max(self.peak, self.precompute_peak) <= self.device.memory_bytes
 
     @property
     def cost(self) -> tuple[float, float] | None:
@@ -105,7 +134,7 @@ def plan_recipe(recipe, *, tokenizer=None, profile: DataProfile | None = None,
             fit = _tokenizer_fit(recipe, tokenizer)
     trainable = trainable_parameters(inv, recipe.adapter)
     steps = total_steps(max(profile.examples, 1), recipe.train)
-    return Planned(recipe, inv, trainable, profile, steps, fit)
+    return Planned(recipe, inv, trainable, profile, steps, read_teacher(recipe), fit)
 
 
 def _tokenizer_fit(recipe, tokenizer) -> TokenizerFit:
@@ -114,6 +143,23 @@ def _tokenizer_fit(recipe, tokenizer) -> TokenizerFit:
     except AyarError as exc:  # the examples were built; only the texts could not be read back
         return TokenizerFit(None, note=str(exc))
     return tokenizer_fit(tokenizer, texts, name=recipe.model.path)
+
+
+def read_teacher(recipe) -> TeacherPlan | None:
+    """The distillation teacher's sizes, from its config and safetensors headers (None: not ``method: distill``).
+
+    Raises:
+        AyarError: the teacher (or a run folder's base) is not a local model folder.
+    """
+    if recipe.method != "distill" or recipe.distill is None:
+        return None
+    from ayar.model.run_folder import model_spec
+
+    d = recipe.distill
+    spec = model_spec(d.teacher)
+    inv = read_inventory(spec.base, "distill.teacher")
+    adapter = adapter_parameters(Path(spec.adapter)) if spec.adapter else 0
+    return TeacherPlan(d.teacher, inv, adapter, spec.quantization, d.teacher_logprobs, min(d.top_k, inv.dims.vocab))
 
 
 def _bf16(device: Device) -> bool:
@@ -160,14 +206,47 @@ def estimate_device(p: Planned, device: Device, *, calibrations: dict[str, Calib
     s = resolve_setup(p, device, stream, accumulation, **changes)
     trainable = p.trainable if s.adapter == p.recipe.adapter.type else trainable_parameters(
         p.inventory, _adapter(p, s.adapter))
+    host = device.device_class == "cpu"
     terms = memory.breakdown(p.inventory, s, trainable, overhead=cal.overhead_bytes,
-                             activation_factor=cal.activation_factor, host=device.device_class == "cpu")
+                             activation_factor=cal.activation_factor, host=host)
+    precompute_peak = _teacher_memory(p, s, device, cal, terms, host) if p.teacher else 0.0
     flops = run_flops(p, s, stream, trainable)
     steps = p.steps
-    fixed = cal.step_overhead_s * stream.micro_batches * p.inventory.dims.layers + \
-        cal.optimizer_s_per_param * trainable * steps
+    fixed = cal.step_overhead_s * layer_passes(p, stream.micro_batches) + cal.optimizer_s_per_param * trainable * steps
     seconds = tuple(flops / (device.peak_flops * m) + fixed for m in (cal.mfu[1], cal.mfu[0]))
-    return DeviceEstimate(device, s, terms, seconds, flops, cal)
+    return DeviceEstimate(device, s, terms, seconds, flops, cal, teacher_flops(p, stream), precompute_peak)
+
+
+def _teacher_memory(p: Planned, s: memory.Setup, device: Device, cal: Calibration, terms: dict[str, float],
+                    host: bool) -> float:
+    """Add the teacher's terms to ``terms`` (resident on the fly, 0 when precomputed); returns the pass's peak.
+
+    The teacher loads in fp32 on the CPU, else in bf16 (:func:`ayar.train.teacher.teacher_dtype`). The
+    precompute pass runs after the student is loaded, before any optimizer state or activation exists.
+    """
+    t = p.teacher
+    ts = memory.teacher_setup(s, 4 if device.device_class == "cpu" else 2, t.quantization)
+    resident = memory.teacher_weights(t.inventory, ts, t.adapter_params)
+    forward = memory.teacher_forward(t.inventory, ts) * cal.activation_factor
+    if t.mode == "on_the_fly":
+        terms["teacher"], terms["teacher_forward"] = resident, forward
+        return 0.0
+    terms["teacher"] = terms["teacher_forward"] = 0.0
+    if host:
+        terms["data"] += p.teacher_file_bytes  # the top-k are held in RAM while training
+    return terms["weights"] + terms["adapter"] + resident + forward + terms["data"] + terms["overhead"]
+
+
+def layer_passes(p: Planned, micro_batches: int) -> float:
+    """Layer forwards the fixed per-layer cost applies to: the student's, plus the teacher's on every
+    micro-batch (on the fly) or on the precompute pass's batches."""
+    n = micro_batches * p.inventory.dims.layers
+    t = p.teacher
+    if t is not None:
+        batches = micro_batches if t.mode == "on_the_fly" else math.ceil(
+            p.profile.examples / p.recipe.train.micro_batch_size)
+        n += batches * t.inventory.dims.layers
+    return n
 
 
 def _adapter(p: Planned, kind: str):
@@ -192,7 +271,28 @@ def run_flops(p: Planned, s: memory.Setup, stream: Stream, trainable: int) -> fl
                                     no_grad_share=1.0)
         per_token = compute.micro_batch_flops(p.inventory, 1, 1, 0, forward_only)
         total += per_token * p.profile.tokens
-    return total
+    return total + teacher_flops(p, stream)
+
+
+def teacher_flops(p: Planned, stream: Stream) -> float:
+    """The teacher's forward FLOPs over the run: on every micro-batch (on the fly), or once per example
+    (precompute: the pass batches examples of similar length, so their padding is left out)."""
+    t = p.teacher
+    if t is None:
+        return 0.0
+    lora = 2.0 * t.adapter_params  # per token
+
+    def forward(rows: int, seq: int, targets: int) -> float:
+        return compute.forward_flops(t.inventory, rows * seq, seq, targets) + lora * rows * seq
+
+    if t.mode == "on_the_fly":
+        total = sum(forward(*shape) for shape in stream.shapes)
+        if stream.shapes and stream.micro_batches > len(stream.shapes):  # scaled to the run, as run_flops does
+            total *= stream.micro_batches / len(stream.shapes)
+        return total
+    rows = [row for example in p.profile.rows for row in example]
+    once = sum(forward(1, length, targets) for length, targets in rows)
+    return once * (p.profile.examples / len(p.profile.rows)) if p.profile.rows else 0.0
 
 
 def _fits_with(p: Planned, device: Device, cals, **changes) -> DeviceEstimate:

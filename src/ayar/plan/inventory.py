@@ -124,10 +124,10 @@ def weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def _text_config(folder: Path) -> dict:
+def _text_config(folder: Path, key: str = "model.path") -> dict:
     path = folder / "config.json"
     if not path.is_file():
-        raise AyarError(f"model.path: {folder} has no config.json; `ayar plan` needs the model's config (and its "
+        raise AyarError(f"{key}: {folder} has no config.json; `ayar plan` needs the model's config (and its "
                         "tokenizer) in a local folder")
     config = json.loads(path.read_text(encoding="utf-8"))
     text = config.get("text_config") or {}
@@ -187,17 +187,20 @@ def tensors_from_config(dims: Dims, config: dict, dtype: str = "BF16") -> list[T
     return out
 
 
-def read_inventory(model_path: str) -> Inventory:
+def read_inventory(model_path: str, key: str = "model.path") -> Inventory:
     """Describe a local model folder from ``config.json`` and its safetensors headers.
+
+    Args:
+        key: the recipe key that names the folder (for error messages), e.g. ``distill.teacher``.
 
     Raises:
         AyarError: the folder or its config is missing, or a weight file is not safetensors.
     """
     folder = Path(model_path).expanduser()
     if not folder.is_dir():
-        raise AyarError(f"model.path: {model_path} is not a local folder; `ayar plan` reads config.json and "
-                        "safetensors headers from a local copy (no download); point model.path at one")
-    config = _text_config(folder)
+        raise AyarError(f"{key}: {model_path} is not a local folder; `ayar plan` reads config.json and "
+                        f"safetensors headers from a local copy (no download); point {key} at one")
+    config = _text_config(folder, key)
     dims = dims_from_config(config)
     files = weight_files(folder)
     if not files:
@@ -211,6 +214,14 @@ def read_inventory(model_path: str) -> Inventory:
     if dims.tied:
         kept = [t for t in kept if t.kind != "head"]  # tied: model.parameters() yields the matrix once
     return Inventory(dims, kept, sum(p.stat().st_size for p in files))
+
+
+def adapter_parameters(folder: Path) -> int:
+    """Parameters of a PEFT adapter folder, from its safetensors header (0 when it has none)."""
+    path = folder / "adapter_model.safetensors"
+    if not path.is_file():
+        return 0
+    return sum(Tensor(name, tuple(info["shape"]), info["dtype"]).numel for name, info in read_header(path).items())
 
 
 def _config_dtype(config: dict) -> str:

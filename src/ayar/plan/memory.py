@@ -21,6 +21,12 @@ With gradient checkpointing only each layer's input (``r h``) is kept, plus one
 layer's activations while it is recomputed. The loss head projects only target
 positions (:class:`ayar.train.losses.TargetLoss`): ``targets x vocab`` logits in
 ``a``, their fp32 copy, the saved log-softmax and its gradient (``a + 12`` bytes each).
+
+A distillation teacher computed on the fly stays resident (its weights in its own dtype, plus
+a run's adapter in fp32) and adds the transient of a forward without gradient: one layer's
+activations and its fp32 logits at the target positions with their log-softmax and
+probabilities (12 bytes each). A precomputed teacher holds that memory only during the pass
+before training, beside the student's weights.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from ayar.plan.inventory import Inventory, lora_targets
 
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit codes + 8-bit absmax per 64 + fp32 per 256 absmax (double quant)
 LOSS_HEAD_BYTES = 12  # fp32 logits, saved log-softmax, fp32 gradient (plus the logits in the activation dtype)
+TEACHER_LOGIT_BYTES = 12  # the teacher's fp32 logits at target positions, their log-softmax and probabilities
 PY_TOKEN_BYTES = 48  # a token id and its label held in Python lists on the host (8-byte pointers + int objects)
 
 
@@ -141,6 +148,24 @@ def reference(inv: Inventory, s: Setup) -> float:
     if s.reference == "copy":
         return inv.total * s.weight_bytes + transient
     return transient
+
+
+def teacher_weights(teacher: Inventory, s: Setup, adapter_params: int = 0) -> float:
+    """The teacher's resident weights: ``s`` is :func:`teacher_setup`; a run's adapter on it in fp32."""
+    return weights(teacher, s) + adapter_params * 4.0
+
+
+def teacher_setup(s: Setup, weight_bytes: int, quantization: str) -> Setup:
+    """The student's micro-batch seen by a frozen teacher: its dtype and quantisation, no adapter targets."""
+    from dataclasses import replace
+
+    return replace(s, adapter="lora", target_modules=[], quantization=quantization, weight_bytes=weight_bytes,
+                   checkpointing=False)
+
+
+def teacher_forward(teacher: Inventory, s: Setup) -> float:
+    """Transient of a no-grad teacher forward on ``s``'s micro-batch: one layer, and the fp32 logits at targets."""
+    return s.rows * s.seq * layer_activation_bytes(teacher, s) + s.targets * teacher.dims.vocab * TEACHER_LOGIT_BYTES
 
 
 def breakdown(inv: Inventory, s: Setup, trainable: int, *, overhead: float, activation_factor: float,

@@ -13,7 +13,8 @@ from ayar.plan.data import profile_examples
 from ayar.plan.estimate import DeviceEstimate, FitRow, Planned, estimate_device, fit_row, plan_recipe
 from ayar.plan.runs import device_for, measured_seconds, read_run, this_device
 
-TERMS = ("weights", "adapter", "gradients", "optimizer", "activations", "loss_head", "reference", "data", "overhead")
+TERMS = ("weights", "adapter", "gradients", "optimizer", "activations", "loss_head", "reference", "teacher",
+         "teacher_forward", "data", "overhead")
 
 
 def human_bytes(n: float) -> str:
@@ -44,14 +45,34 @@ def plan_to_dict(p: Planned, rows: list[FitRow]) -> dict:
                  "micro_batches": stream.micro_batches, "largest_micro_batch": dict(zip(
                      ("rows", "seq", "targets"), stream.largest(), strict=True))},
         "tokenizer": p.tokenizer_fit.to_dict() if p.tokenizer_fit else None,
+        "teacher": _teacher_dict(p, rows[0].estimate) if p.teacher else None,
         "devices": [_row_dict(row) for row in rows],
         "advice": [{"rule": a.rule, "message": a.message, "reason": a.reason} for a in advise(p, rows)],
     }
 
 
+def _teacher_dict(p: Planned, e: DeviceEstimate) -> dict:
+    t = p.teacher
+    return {"path": t.path, "architecture": t.inventory.dims.model_type, "total_parameters": t.inventory.total,
+            "adapter_parameters": t.adapter_params, "teacher_logprobs": t.mode,
+            "top_k": t.top_k if t.mode == "precompute" else None, "top_k_file_bytes": p.teacher_file_bytes,
+            "forward_flops": e.teacher_flops, "precompute_peak_memory_bytes": round(e.precompute_peak)}
+
+
+def _teacher_line(p: Planned, e: DeviceEstimate) -> str:
+    t = p.teacher
+    what = f"teacher {t.path} ({t.inventory.dims.model_type}, {t.inventory.total:,} parameters): "
+    if t.mode == "on_the_fly":
+        return what + (f"resident while training, its forward on every micro-batch ({e.teacher_flops:.3g} FLOPs, "
+                       "in the time above)")
+    return what + (f"top-{t.top_k} precomputed in one pass before training ({e.teacher_flops:.3g} FLOPs, in the "
+                   f"time above; peak {human_bytes(e.precompute_peak)}, then freed); the file takes "
+                   f"{human_bytes(p.teacher_file_bytes)} on disk and in RAM (training split)")
+
+
 def _estimate_dict(e: DeviceEstimate) -> dict:
     return {"memory_bytes": {k: round(v) for k, v in e.terms.items()}, "peak_memory_bytes": round(e.peak),
-            "fits": e.fits, "seconds": [round(s, 1) for s in e.seconds], "flops": e.flops,
+            "precompute_peak_memory_bytes": round(e.precompute_peak), "fits": e.fits, "seconds": [round(s, 1) for s in e.seconds], "flops": e.flops,
             "cost_usd": list(e.cost) if e.cost else None, "calibration": e.calibration.source}
 
 
@@ -83,10 +104,12 @@ def render(p: Planned, rows: list[FitRow]) -> str:
     lines.append(f"memory  on {first.device.name} ({human_bytes(first.device.memory_bytes)}), recipe as written:")
     for k in TERMS:
         if first.terms.get(k):
-            lines.append(f"  {k:<12}{human_bytes(first.terms[k]):>12}")
-    lines.append(f"  {'peak':<12}{human_bytes(first.peak):>12}  {'fits' if first.fits else 'does NOT fit'}")
+            lines.append(f"  {k:<16}{human_bytes(first.terms[k]):>12}")
+    lines.append(f"  {'peak':<16}{human_bytes(first.peak):>12}  {'fits' if first.fits else 'does NOT fit'}")
     lines.append(f"time    {_range(*first.seconds, human_seconds)} ({first.flops:.3g} FLOPs; calibration: "
                  f"{first.calibration.source})")
+    if p.teacher:
+        lines.append(_teacher_line(p, first))
     lines.append("")
     lines.append(f"{'device':<12}{'memory':>10}  {'peak':>10}  {'status':<44}{'max mb':>7}  {'time':<14}cost")
     for row in rows:
@@ -175,11 +198,17 @@ def preflight(recipe, tokenizer, examples, device, *, force: bool, say) -> None:
                  base.source)
     row = fit_row(p, dev, search_batch=False)
     e = row.estimate
-    say(f"plan: peak memory ~{human_bytes(e.peak)} of {human_bytes(dev.memory_bytes)} available; "
+    say(f"plan: peak memory ~{human_bytes(e.peak)} of {human_bytes(dev.memory_bytes)} available"
+        f"{f' (teacher precompute pass ~{human_bytes(e.precompute_peak)})' if e.precompute_peak else ''}; "
         f"time ~{_range(*e.seconds, human_seconds)}")
     if e.fits or force:
         return
     terms = ", ".join(f"{k} {human_bytes(v)}" for k, v in e.terms.items() if v)
+    if e.precompute_peak > e.peak:
+        raise AyarError(f"the teacher's precompute pass needs ~{human_bytes(e.precompute_peak)} (student and "
+                        f"teacher weights, one teacher forward) but {device.type} has "
+                        f"{human_bytes(dev.memory_bytes)} available; use a smaller teacher or a device with more "
+                        "memory. Pass --force to try anyway")
     fix = ("; cheapest change that fits: " + " ".join(f"--set {k}={str(v).lower()}" for k, v in row.change.items())
            + f" (peak ~{human_bytes(row.chosen.peak)}, ~{_range(*row.chosen.seconds, human_seconds)})") \
         if row.chosen else "; no change ayar knows of fits: use a device with more memory or a smaller model"

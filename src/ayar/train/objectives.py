@@ -348,8 +348,9 @@ def files_digest(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def cache_dir(configured: str | None) -> Path:
-    return Path(configured or os.environ.get("AYAR_CACHE_DIR") or Path.home() / ".cache" / "ayar") / "reference"
+def cache_dir(configured: str | None, kind: str = "reference") -> Path:
+    """Where precomputed ``kind`` files live: ``configured``, else $AYAR_CACHE_DIR or ~/.cache/ayar, then ``kind``."""
+    return Path(configured or os.environ.get("AYAR_CACHE_DIR") or Path.home() / ".cache" / "ayar") / kind
 
 
 def _examples_digest(examples: Sequence) -> str:
@@ -417,7 +418,10 @@ def _assign(examples: Sequence[PairExample] | Sequence[KtoItem], first: list[flo
 
 
 def make_objective(recipe: Recipe, reference: Reference | None, teacher: nn.Module | None = None) -> Objective:
-    """The objective for the recipe's method (a language-modelling one for pretrain and sft; ``teacher``: distill)."""
+    """The objective for the recipe's method (a language-modelling one for pretrain and sft).
+
+    ``teacher``: distill's teacher on the fly; None when its top-k were precomputed into the examples.
+    """
     cfg = recipe.method_config()
     chunk = recipe.train.loss_chunk_size
     if cfg is None:

@@ -43,6 +43,7 @@ from ayar.train.loop import (
 from ayar.train.methods import METHODS
 from ayar.train.objectives import files_digest, make_objective, precompute_reference
 from ayar.train.reference import make_reference, reference_kind, start_model
+from ayar.train.teacher import prepare_teacher
 from ayar.ui import console, step_progress
 
 # Recipe keys that may change between a checkpoint and its resume: they do not affect the numbers.
@@ -273,9 +274,9 @@ def _train(recipe: Recipe, *, overwrite: bool, resume: bool, force: bool) -> Tra
         else:
             reference_note = f"; reference: {kind.replace('_', ' ')}"
     teacher = None
-    if method.teacher:
-        teacher = _load_teacher(recipe.distill.teacher, model, tokenizer, accelerator.device)
-        reference_note = f"; teacher {recipe.distill.teacher} (T={recipe.distill.temperature:g})"
+    if method.teacher:  # distill: the teacher loaded, or its top-k precomputed into the examples and it freed
+        teacher, (train_examples, val_examples), reference_note = prepare_teacher(
+            recipe, model, tokenizer, [train_examples, val_examples], accelerator.device, amp)
     objective = make_objective(recipe, reference, teacher)
     trainable, total = count_parameters(model)
     world = accelerator.num_processes
@@ -348,25 +349,6 @@ def _train(recipe: Recipe, *, overwrite: bool, resume: bool, force: bool) -> Tra
                           markup=False)
     accelerator.wait_for_everyone()
     return TrainedRun(result, model, tokenizer, out)
-
-
-def _load_teacher(path: str, student, student_tokenizer, device: torch.device) -> torch.nn.Module:
-    """The frozen teacher (a model folder, or a run folder: base plus adapter) on ``device``, in eval mode.
-
-    Raises:
-        AyarError: the teacher cannot be loaded or does not share the student's tokenizer.
-    """
-    from ayar.model.run_folder import load_for_inference
-    from ayar.train.distill import check_shared_tokenizer
-    from ayar.train.losses import unwrap
-
-    teacher, tokenizer = load_for_inference(path, dtype="fp32" if device.type == "cpu" else "auto", device=device)
-    check_shared_tokenizer(student_tokenizer, tokenizer, unwrap(student).get_output_embeddings().weight.shape[0],
-                           unwrap(teacher).get_output_embeddings().weight.shape[0], path)
-    teacher.eval()
-    for param in teacher.parameters():
-        param.requires_grad_(False)
-    return teacher
 
 
 def _reference_key(recipe: Recipe, amp, dtype) -> dict:
