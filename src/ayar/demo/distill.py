@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ayar.demo.profiles import DISTILL, PROFILES, Profile
@@ -161,7 +161,6 @@ def run_distill(out: str | Path = "demo_out", *, base: str | None = None, studen
             a failure of a stage.
     """
     from ayar.recipe import load_recipe
-    from ayar.serve.launch import ServeOptions, serve_in_background, served_name
     from ayar.train.run import train_from_recipe
 
     out = Path(out)
@@ -178,50 +177,38 @@ def run_distill(out: str | Path = "demo_out", *, base: str | None = None, studen
 
     clock.stage(f"8. distillation: the student ({student}) for the teacher {teacher_run}")
     student_path, student_profile = resolve_student(out, student, seed, pretrain_steps)
-    student_path_recipe = write_recipe(out / "recipes" / "distill-student.yaml",
+    student_yaml = write_recipe(out / "recipes" / "distill-student.yaml",
                                        student_recipe(student_path, student_profile, sizes.student_epochs,
                                                       sizes.n_eval))
-    section = load_recipe(student_path_recipe).eval
+    section = load_recipe(student_yaml).eval
     ledger = _ledger(out)
     seen = len(ledger.entries())
+    teacher = ask_teacher(out, teacher_run, sizes.prompts, section, clock)
 
-    clock.stage(f"9. ayar serve {teacher_run.name}: the teacher answers {sizes.prompts} training prompts "
-                f"(ayar synth answer) and the {sizes.n_eval} held-out")
-    with serve_in_background(ServeOptions(target=str(teacher_run), dtype="auto",
-                                          ab_log=out / "governance" / "ab_log.jsonl")) as server:
-        name = served_name(str(teacher_run))
-        console.print(f"teacher served at {server.url}/v1 as {name!r}", markup=False)
-        synthesis = _synthesize(out, server.url, name, sizes.prompts)
-        clock.stage("9b. the served teacher on the held-out slice")
-        examples, replies = teacher_replies(server.url, name, section, out / "data" / "distill" / "teacher_eval.jsonl")
-    url = server.url
-    if not synthesis["records"]:
-        raise AyarError(f"every one of the teacher's {sizes.prompts} answers was rejected ("
-                        f"{synthesis['rejects']['by_reason']}); see {synthesis['output_dir']}/rejects.jsonl")
+    clock.stage(f"10. LoRA SFT of the student on the teacher's {teacher.synthesis['records']} answers")
+    train_from_recipe(load_recipe(student_yaml), overwrite=True)
 
-    clock.stage(f"10. LoRA SFT of the student on the teacher's {synthesis['records']} answers")
-    train_from_recipe(load_recipe(student_path_recipe), overwrite=True)
-
-    clock.stage(f"11. ayar eval: the student, 3-shot base vs tuned, on {len(examples)} held-out products")
+    clock.stage(f"11. ayar eval: the student, 3-shot base vs tuned, on {len(teacher.examples)} held-out products")
     from ayar.eval.compare import evaluate_run, print_comparison
 
     evaluation = evaluate_run(out / "runs" / "distill-student")
     print_comparison(evaluation)
     clock.end()
 
+    examples = teacher.examples
     references, records = [ex.reference for ex in examples], [ex.record for ex in examples]
     student_rows = [json.loads(line) for line in
                     (out / "runs" / "distill-student" / "eval" / "examples.jsonl").read_text("utf-8").splitlines()]
-    rows = figures(scores_of(replies, references, records, section),
+    rows = figures(scores_of(teacher.replies, references, records, section),
                    scores_of([r["base"] for r in student_rows], references, records, section),
                    scores_of([r["tuned"] for r in student_rows], references, records, section), section)
     result = {
-        "teacher": {"run": str(teacher_run.resolve()), "served_as": name, "url": url, "base": base},
+        "teacher": {"run": str(teacher_run.resolve()), "served_as": teacher.name, "url": teacher.url, "base": base},
         "student": {"name": student_profile.name, "base_model": student_path,
                     "run": str((out / "runs" / "distill-student").resolve()),
                     "report": evaluation["report"]},
         "sizes": {"prompts": sizes.prompts, "n_eval": len(examples), "student_epochs": sizes.student_epochs},
-        "synth": synthesis,
+        "synth": teacher.synthesis,
         "teacher_on_train_prompts": _against_gold(out, section),
         "metrics": rows,
         "ledger_events": [{"seq": e["seq"], "event": e["event"]} for e in ledger.entries()[seen:]],
@@ -232,6 +219,42 @@ def run_distill(out: str | Path = "demo_out", *, base: str | None = None, studen
     report_panel(teacher_run, result)
     print_figures(result)
     return result
+
+
+@dataclass
+class TeacherAnswers:
+    """What the served teacher wrote: the synth summary (training prompts), and its held-out replies."""
+
+    name: str  # the run's adapter as the server names it
+    url: str  # where it was served (stopped since)
+    synthesis: dict
+    examples: list  # the held-out examples (ayar.eval.compare.Example)
+    replies: list[str]
+
+
+def ask_teacher(out: Path, teacher_run: Path, prompts: int, section: EvalSection, clock: StageClock
+                ) -> TeacherAnswers:
+    """Serve ``teacher_run`` on loopback, have it answer ``prompts`` training prompts (``ayar synth``) and the
+    eval slice, and stop the server (also on an error).
+
+    Raises:
+        AyarError: the server did not start, a request failed, or every answer was rejected.
+    """
+    from ayar.serve.launch import ServeOptions, serve_in_background, served_name
+
+    clock.stage(f"9. ayar serve {teacher_run.name}: the teacher answers {prompts} training prompts (ayar synth "
+                "answer)")
+    name = served_name(str(teacher_run))
+    with serve_in_background(ServeOptions(target=str(teacher_run), ab_log=out / "governance" / "ab_log.jsonl"),
+                             ready_timeout=TEACHER_TIMEOUT) as server:
+        console.print(f"teacher served at {server.url}/v1 as {name!r}", markup=False)
+        synthesis = _synthesize(out, server.url, name, prompts)
+        clock.stage(f"9b. the served teacher on the {section.n} held-out products")
+        examples, replies = teacher_replies(server.url, name, section, out / "data" / "distill" / "teacher_eval.jsonl")
+    if not synthesis["records"]:
+        raise AyarError(f"every one of the teacher's {prompts} answers was rejected ("
+                        f"{synthesis['rejects']['by_reason']}); see {synthesis['output_dir']}/rejects.jsonl")
+    return TeacherAnswers(name, server.url, synthesis, examples, replies)
 
 
 def _main_base(out: Path) -> str:
