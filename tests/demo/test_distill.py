@@ -93,6 +93,7 @@ def test_served_teacher_writes_the_students_data_end_to_end(tiny_demo):
             assert row["kept"] == pytest.approx(row["student_after"] / row["teacher"])
     assert results["synth"]["usage"]["completion_tokens"] > 0 and results["synth"]["requests"]["jobs"] == 10
     assert results["teacher_on_train_prompts"]["n"] == len(records)
+    assert results["teacher"]["held_out_replies_from"] == "the served teacher"  # the run had no evaluation
 
     # Recorded: the server's loads and unloads, synth, the student's training and eval, in the demo's ledger.
     events = [e["event"] for e in results["ledger_events"]]
@@ -127,3 +128,30 @@ def test_cli_distill_only_needs_an_earlier_demo(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--distill-only", "--out", str(tmp_path)])
     assert isinstance(result.exception, AyarError) and "no finished product run" in str(result.exception)
     assert not (tmp_path / "data").exists()  # the main demo did not run (it would have written data/)
+
+
+def test_the_teachers_held_out_replies_are_reused_only_when_its_evaluation_matches(tmp_path):
+    run = tmp_path / "runs" / "sft"
+    write_jsonl(tmp_path / "data" / "test.jsonl", product_splits(n_train=0, n_val=0, n_test=4, seed=0)["test"])
+    section = validate_recipe(distill.student_recipe("m", PROFILES["tiny"], 1.0, 3)).eval.resolved(
+        tmp_path / "recipes")
+    examples, prompts = distill.held_out(section)
+    assert len(examples) == 3 and prompts[0][0]["role"] == "system" and prompts[0][-1]["role"] == "user"
+    assert distill.evaluated_replies(run, examples, prompts, section) is None  # no evaluation at all
+
+    def evaluation(generation: dict, rows: list[dict]) -> None:
+        (run / "eval").mkdir(parents=True, exist_ok=True)
+        (run / "eval" / "comparison.json").write_text(json.dumps({"generation": generation}))
+        write_jsonl(run / "eval" / "examples.jsonl", rows)
+
+    same = {**section.generation.model_dump(), "batch_size": 16, "system_prompt": None, "few_shot": 3}
+    rows = [{"id": ex.id, "prompt": p, "reference": ex.reference, "base": "x", "tuned": f"reply {i}"}
+            for i, (ex, p) in enumerate(zip(examples, prompts, strict=True))]
+    evaluation(same, [*reversed(rows), {**rows[0], "id": "test.jsonl:4"}])  # order and extra rows do not matter
+    assert distill.evaluated_replies(run, examples, prompts, section) == ["reply 0", "reply 1", "reply 2"]
+    evaluation({**same, "stop": []}, rows)  # decoded differently
+    assert distill.evaluated_replies(run, examples, prompts, section) is None
+    evaluation(same, rows[:2])  # an example it did not see
+    assert distill.evaluated_replies(run, examples, prompts, section) is None
+    evaluation(same, [{**rows[0], "prompt": prompts[1]}, *rows[1:]])  # another prompt under that id
+    assert distill.evaluated_replies(run, examples, prompts, section) is None

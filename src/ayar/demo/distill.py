@@ -3,7 +3,9 @@
     runs/sft (the teacher) -> ayar serve on 127.0.0.1, a free port (a thread of this process)
       -> ayar synth, task answer: the teacher answers the first N training prompts; its replies,
          not the gold answers, become the student's data (data/distill/synthetic.jsonl)
-      -> the teacher's replies to the held-out slice (same server, the eval's decoding)
+      -> the teacher's replies to the held-out slice: from the main demo's evaluation of the same run
+         when it holds them with the same decoding (the server answers one request at a time), else
+         from the server
       -> server stopped -> LoRA SFT of the student on the teacher-written records (runs/distill-student)
       -> ayar eval of the student: the 3-shot base vs the tuned student on the held-out slice
       -> teacher, student before and after, and the share of the teacher's score the student keeps
@@ -86,20 +88,47 @@ def resolve_student(out: Path, student: str, seed: int, pretrain_steps: int) -> 
     return resolve_base(out, PROFILES[student], seed, pretrain_steps)
 
 
-def teacher_replies(url: str, model: str, section: EvalSection, cache: Path) -> tuple[list, list[str]]:
-    """The served teacher's replies to the eval slice: the prompts the tuned student sees, the eval's decoding.
+def held_out(section: EvalSection) -> tuple[list, list[list[dict]]]:
+    """The eval slice (:class:`ayar.eval.compare.Example` s) and the prompts the tuned student sees for them."""
+    from ayar.eval.compare import build_prompt, load_examples
 
-    Returns:
-        The examples (:class:`ayar.eval.compare.Example`) and the replies, stripped as eval strips them.
+    examples = load_examples(section.data, section.n)
+    return examples, [build_prompt(ex.prompt, section.system_prompt) for ex in examples]
+
+
+def evaluated_replies(teacher_run: Path, examples: list, prompts: list[list[dict]], section: EvalSection
+                      ) -> list[str] | None:
+    """The teacher's replies to the eval slice from the main demo's evaluation of it (``eval/examples.jsonl``),
+    when that evaluation saw every one of these prompts and decoded as ``section`` does; None otherwise.
+
+    The server answers one request at a time, so asking it again would cost about 2 s a product with
+    Gemma on 2 cores; the evaluation generated the same greedy replies in batches.
+    """
+    comparison, rows = teacher_run / "eval" / "comparison.json", teacher_run / "eval" / "examples.jsonl"
+    if not comparison.is_file() or not rows.is_file():
+        return None
+    done = json.loads(comparison.read_text(encoding="utf-8"))["generation"]
+    wanted = {**section.generation.model_dump(exclude={"batch_size"}), "system_prompt": section.system_prompt}
+    if any(done.get(k) != v for k, v in wanted.items()):
+        return None
+    by_id = {r["id"]: r for r in map(json.loads, rows.read_text(encoding="utf-8").splitlines())}
+    replies = []
+    for ex, prompt in zip(examples, prompts, strict=True):
+        row = by_id.get(ex.id)
+        if row is None or row["prompt"] != prompt or row["reference"] != ex.reference or row["tuned"] is None:
+            return None
+        replies.append(row["tuned"])
+    return replies
+
+
+def served_replies(url: str, model: str, prompts: list[list[dict]], section: EvalSection, cache: Path) -> list[str]:
+    """The served teacher's replies to ``prompts``, decoded as ``section`` says, stripped as eval strips them.
 
     Raises:
         AyarError: a request failed (the answered ones stay in ``cache``).
     """
-    from ayar.eval.compare import build_prompt, load_examples
     from ayar.eval.endpoint import ChatEndpoint, EndpointError
 
-    examples = load_examples(section.data, section.n)
-    prompts = [build_prompt(ex.prompt, section.system_prompt) for ex in examples]
     gen = section.generation
     endpoint = ChatEndpoint(EndpointConfig(base_url=f"{url}/v1", model=model, api_key_env=None,
                                            concurrency=CONCURRENCY, timeout=TEACHER_TIMEOUT), cache)
@@ -108,7 +137,7 @@ def teacher_replies(url: str, model: str, section: EvalSection, cache: Path) -> 
     failed = [r for r in replies if isinstance(r, EndpointError)]
     if failed:
         raise AyarError(f"the served teacher failed {len(failed)} of {len(replies)} held-out requests: {failed[0]}")
-    return examples, [str(r).strip() for r in replies]
+    return [str(r).strip() for r in replies]
 
 
 def scores_of(replies: list[str], references: list[str], records: list[dict], section: EvalSection) -> dict:
@@ -203,7 +232,8 @@ def run_distill(out: str | Path = "demo_out", *, base: str | None = None, studen
                    scores_of([r["base"] for r in student_rows], references, records, section),
                    scores_of([r["tuned"] for r in student_rows], references, records, section), section)
     result = {
-        "teacher": {"run": str(teacher_run.resolve()), "served_as": teacher.name, "url": teacher.url, "base": base},
+        "teacher": {"run": str(teacher_run.resolve()), "served_as": teacher.name, "url": teacher.url, "base": base,
+                    "held_out_replies_from": teacher.replies_from},
         "student": {"name": student_profile.name, "base_model": student_path,
                     "run": str((out / "runs" / "distill-student").resolve()),
                     "report": evaluation["report"]},
@@ -229,19 +259,24 @@ class TeacherAnswers:
     url: str  # where it was served (stopped since)
     synthesis: dict
     examples: list  # the held-out examples (ayar.eval.compare.Example)
-    replies: list[str]
+    replies: list[str]  # the teacher's replies to them
+    replies_from: str  # the served teacher, or the main demo's evaluation of the same run
 
 
 def ask_teacher(out: Path, teacher_run: Path, prompts: int, section: EvalSection, clock: StageClock
                 ) -> TeacherAnswers:
     """Serve ``teacher_run`` on loopback, have it answer ``prompts`` training prompts (``ayar synth``) and the
-    eval slice, and stop the server (also on an error).
+    eval slice (unless the main demo's evaluation already holds those replies), and stop the server (also
+    on an error).
 
     Raises:
         AyarError: the server did not start, a request failed, or every answer was rejected.
     """
     from ayar.serve.launch import ServeOptions, serve_in_background, served_name
 
+    examples, eval_prompts = held_out(section)
+    replies = evaluated_replies(teacher_run, examples, eval_prompts, section)
+    source = f"{teacher_run / 'eval' / 'examples.jsonl'} (the main demo's evaluation of the teacher)"
     clock.stage(f"9. ayar serve {teacher_run.name}: the teacher answers {prompts} training prompts (ayar synth "
                 "answer)")
     name = served_name(str(teacher_run))
@@ -249,12 +284,16 @@ def ask_teacher(out: Path, teacher_run: Path, prompts: int, section: EvalSection
                              ready_timeout=TEACHER_TIMEOUT) as server:
         console.print(f"teacher served at {server.url}/v1 as {name!r}", markup=False)
         synthesis = _synthesize(out, server.url, name, prompts)
-        clock.stage(f"9b. the served teacher on the {section.n} held-out products")
-        examples, replies = teacher_replies(server.url, name, section, out / "data" / "distill" / "teacher_eval.jsonl")
+        if replies is None:
+            clock.stage(f"9b. the served teacher on the {len(examples)} held-out products")
+            replies = served_replies(server.url, name, eval_prompts, section,
+                                     out / "data" / "distill" / "teacher_eval.jsonl")
+            source = "the served teacher"
+    console.print(f"the teacher's replies to the held-out products: {source}", markup=False)
     if not synthesis["records"]:
         raise AyarError(f"every one of the teacher's {prompts} answers was rejected ("
                         f"{synthesis['rejects']['by_reason']}); see {synthesis['output_dir']}/rejects.jsonl")
-    return TeacherAnswers(name, server.url, synthesis, examples, replies)
+    return TeacherAnswers(name, server.url, synthesis, examples, replies, source)
 
 
 def _main_base(out: Path) -> str:
@@ -343,7 +382,7 @@ def print_figures(result: dict) -> None:
     n = result["sizes"]["n_eval"]
     table = Table(title=f"distillation: {n} held-out products, teacher {result['teacher']['served_as']} -> "
                         f"student {result['student']['name']}")
-    for column in ("metric", "teacher (served)", "student, 3-shot", "student, distilled", "after - before",
+    for column in ("metric", "teacher", "student, 3-shot", "student, distilled", "after - before",
                    "kept = after / teacher"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, row in result["metrics"].items():
