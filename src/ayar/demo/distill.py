@@ -356,7 +356,8 @@ def report_panel(teacher_run: Path, result: dict) -> None:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:.1%}"
 
-    panel = {"teacher": f"{result['teacher']['served_as']} (served by ayar serve)",
+    panel = {"teacher": f"{result['teacher']['served_as']}: wrote the training answers through ayar serve; its "
+                        f"held-out replies from {result['teacher']['held_out_replies_from']}",
              "student": f"{result['student']['name']}, LoRA SFT on {result['synth']['records']} teacher answers",
              "held-out products": result["sizes"]["n_eval"]}
     for name, row in result["metrics"].items():
