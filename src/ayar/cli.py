@@ -386,16 +386,31 @@ def demo(
     n_eval: Annotated[int, typer.Option(min=1, help="Held-out examples to evaluate.")] = 200,
     style_pairs: Annotated[int | None, typer.Option(min=16, help="Preference pairs of the style stage "
                                                                  "(default: the base's).")] = None,
+    distill: Annotated[bool, typer.Option(help="Then the distillation stage: the tuned model, served by ayar "
+                                               "serve, teaches a smaller student (a few minutes more).")] = False,
+    distill_only: Annotated[bool, typer.Option(help="Only the distillation stage, on the demo already in --out "
+                                                    "(its runs/sft is the teacher).")] = False,
+    student: Annotated[str | None, typer.Option(help="Distillation student: smollm2 or tiny (default: smollm2; "
+                                                     "tiny with --base tiny).")] = None,
+    distill_prompts: Annotated[int | None, typer.Option(min=8, help="Training prompts the teacher answers "
+                                                                    "(default: the base's).")] = None,
 ) -> None:
     """Run the offline demo: PII tickets, products and style on a real base model; eval, report, export."""
     from ayar.demo.profiles import PROFILES
-    from ayar.demo.run import run_demo
 
     if base not in PROFILES:
         raise AyarError(f"--base {base}: choose one of {', '.join(PROFILES)}")
     _quiet_libraries()
-    run_demo(out, base=base, pretrain_steps=pretrain_steps, sft_epochs=sft_epochs, n_eval=n_eval,
-             style_pairs=style_pairs)
+    if not distill_only:
+        from ayar.demo.run import run_demo
+
+        run_demo(out, base=base, pretrain_steps=pretrain_steps, sft_epochs=sft_epochs, n_eval=n_eval,
+                 style_pairs=style_pairs)
+    if distill or distill_only:
+        from ayar.demo.distill import run_distill
+
+        run_distill(out, base=None if distill_only else base, student=student, prompts=distill_prompts,
+                    pretrain_steps=pretrain_steps)
 
 
 # --- evaluation commands (issue 6) ---

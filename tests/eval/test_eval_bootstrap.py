@@ -86,3 +86,23 @@ def test_rates_of_categories():
     # Binomial: 0.6 -/+ 1.96 * sqrt(0.6 * 0.4 / 100) = 0.6 -/+ 0.096.
     assert mixed["win"] == pytest.approx((0.504, 0.696), abs=0.015)
     assert bootstrap_rates([], ("win",)) == {"win": None}
+
+
+def test_ratio_contrast_by_hand():
+    # Every example scores 0.8 for the base and 0.6 for the tuned system: every resample's ratio is 0.75.
+    base, tuned = np.full((50, 1), 0.8), np.full((50, 1), 0.6)
+    assert paired_bootstrap_ci(base, tuned, mean, resamples=200, contrast="ratio") == pytest.approx((0.75, 0.75))
+    assert paired_bootstrap_ci(base, tuned, mean, resamples=200) == pytest.approx((-0.2, -0.2))
+    # A base that never scores leaves the ratio undefined in every resample.
+    assert paired_bootstrap_ci(np.zeros((50, 1)), tuned, mean, resamples=200, contrast="ratio") is None
+    with pytest.raises(ValueError, match="contrast"):
+        paired_bootstrap_ci(base, tuned, mean, contrast="quotient")
+
+
+def test_ratio_contrast_resamples_the_same_pairs_as_a_direct_loop():
+    base, tuned = synthetic()
+    ratios = [mean(tuned[idx]) / mean(base[idx]) for idx in resample_indices(len(base), 500, 3)]
+    expected = percentile_interval(ratios)
+    low, high = paired_bootstrap_ci(base, tuned, mean, resamples=500, seed=3, contrast="ratio")
+    assert (low, high) == pytest.approx(expected)
+    assert low < mean(tuned) / mean(base) < high

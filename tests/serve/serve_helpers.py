@@ -5,50 +5,25 @@ The thread keeps the server's engine reachable, so a test can hold the worker st
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-
-
-@dataclass
-class Running:
-    url: str
-    host: object  # ayar.serve.models.ModelHost
-    engine: object  # ayar.serve.engine.Engine
-    server: object  # uvicorn.Server
-    thread: threading.Thread
 
 
 @contextmanager
 def running_server(options, *, api_key: str | None = None, env=None):
-    """Build a server from ``ServeOptions`` and run it with uvicorn on a free port until the block ends."""
-    import uvicorn
+    """Build a server from ``ServeOptions`` and run it on a free loopback port until the block ends.
 
-    from ayar.serve.launch import build
+    Yields :class:`ayar.serve.launch.Background` (url, host, engine, server, thread).
+    """
+    from ayar.serve.launch import serve_in_background
 
     if api_key is not None:
         env.setenv(options.api_key_env, api_key)
-    app, host, engine = build(options)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    try:
-        yield Running(f"http://127.0.0.1:{port}", host, engine, server, thread)
-    finally:
-        engine.before_job = None
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+    with serve_in_background(options, ready_timeout=30) as server:
+        try:
+            yield server
+        finally:
+            server.engine.before_job = None  # a worker held still would never drain
 
 
 def wait_until(condition, timeout: float = 20.0) -> None:

@@ -34,7 +34,7 @@ TINY = {"arch": "llama", "vocab_size": 2048, "hidden_size": 256, "intermediate_s
 N_VAL, N_TEST = 200, 200
 
 
-def _write_recipe(path: Path, recipe: dict) -> Path:
+def write_recipe(path: Path, recipe: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
@@ -68,12 +68,18 @@ def sft_recipe(base: str, profile: Profile, n_eval: int, epochs: float | None = 
         "train": train,
         "output_dir": "../runs/sft",
         "governance": GOVERNANCE,
-        "eval": {"data": "../data/test.jsonl", "n": n_eval, "metrics": ["json", "classification", "exact_match"],
-                 "json_fields": ["category", "tags"], "label_field": "category",
-                 "few_shot": 3, "few_shot_data": "../data/train.jsonl",
-                 "generation": {"max_new_tokens": 64, "batch_size": profile.eval_batch, "stop": ["\n"]},
+        "eval": {**product_eval(n_eval, profile.eval_batch),
                  "memorisation": {"canaries": "../data/tickets_prepared/manifest.json"}},
     }
+
+
+def product_eval(n_eval: int, batch: int) -> dict:
+    """The ``eval:`` section of a product run: JSON and category on the first ``n_eval`` held-out products;
+    the baseline is the base model with three worked examples; replies are cut at the first newline."""
+    return {"data": "../data/test.jsonl", "n": n_eval, "metrics": ["json", "classification", "exact_match"],
+            "json_fields": ["category", "tags"], "label_field": "category",
+            "few_shot": 3, "few_shot_data": "../data/train.jsonl",
+            "generation": {"max_new_tokens": 64, "batch_size": batch, "stop": ["\n"]}}
 
 
 # Every stage of the demo appends to one audit ledger inside the demo folder.
@@ -114,7 +120,7 @@ def run_prepare_stage(out: Path, seed: int) -> dict:
     if not key.exists():
         key.write_text(secrets.token_hex(32), encoding="utf-8")
         key.chmod(0o600)
-    recipe_path = _write_recipe(out / "recipes" / "prepare.yaml", prepare_recipe())
+    recipe_path = write_recipe(out / "recipes" / "prepare.yaml", prepare_recipe())
     loaded = load_recipe(recipe_path)
     summary = prepare(loaded.prepare, recipe_path.parent, show_progress=False, governance=loaded.governance)
     console.print(summary_line(summary), markup=False)
@@ -144,7 +150,7 @@ def run_style_stage(out: Path, base: str, profile: Profile, seed: int, n_eval: i
     histories = {}
     for name in ("sft", "dpo", "orpo"):
         recipe = getattr(style, f"{name}_recipe")(base, profile)
-        path = _write_recipe(out / "recipes" / f"support-{name}.yaml", recipe)
+        path = write_recipe(out / "recipes" / f"support-{name}.yaml", recipe)
         histories[name] = train_from_recipe(load_recipe(path), overwrite=True).result.history
     prompts = [p["prompt"] for p in splits["test"][:n_eval]]
     runs = {"base": base, "sft": out / "runs" / "support-sft", "dpo": out / "runs" / "support-dpo",
@@ -183,21 +189,21 @@ def resolve_base(out: Path, profile: Profile, seed: int, pretrain_steps: int) ->
     from ayar.recipe import load_recipe
     from ayar.train.run import train_from_recipe
 
-    held_out = [m["content"] for r in _read_jsonl(out / "data" / "test.jsonl") for m in r["messages"][1:]]
+    held_out = [m["content"] for r in read_jsonl(out / "data" / "test.jsonl") for m in r["messages"][1:]]
     corpus = [line for text in corpus_texts(seed=seed, n=6000, exclude=held_out) for line in text.split("\n")]
     (out / "data" / "corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
     console.print("tiny model: BPE tokenizer + random Llama weights, pretrained briefly on the corpus", markup=False)
     build_tiny_model(out / "models" / "tiny", corpus, seed=seed, **TINY)
-    pre = _write_recipe(out / "recipes" / "pretrain.yaml", pretrain_recipe(pretrain_steps))
+    pre = write_recipe(out / "recipes" / "pretrain.yaml", pretrain_recipe(pretrain_steps))
     train_from_recipe(load_recipe(pre), overwrite=True)
     return str((out / "runs" / "pretrain" / "model").resolve()), profile
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-class _Clock:
+class StageClock:
     """Wall time of each demo stage, printed as it ends and kept for results.json."""
 
     def __init__(self) -> None:
@@ -233,7 +239,7 @@ def run_demo(out: str | Path = "demo_out", *, base: str = "gemma", pretrain_step
     if style_pairs:
         profile = replace(profile, style_pairs=style_pairs)
     out = Path(out)
-    clock = _Clock()
+    clock = StageClock()
     for sub in ("data", "models", "runs", "recipes", "governance"):  # only what the demo itself writes
         shutil.rmtree(out / sub, ignore_errors=True)
 
@@ -253,7 +259,7 @@ def run_demo(out: str | Path = "demo_out", *, base: str = "gemma", pretrain_step
     clock.stage(f"2. SFT with LoRA on the product task and the redacted support tickets ({profile.name})")
     tickets = ticket_subset(out / "data" / "tickets_prepared", profile.n_tickets, seed)
     write_jsonl(out / "data" / "sft_train.jsonl", splits["train"] + tickets)
-    sft = _write_recipe(out / "recipes" / "sft.yaml", sft_recipe(base_path, profile, n_eval, sft_epochs))
+    sft = write_recipe(out / "recipes" / "sft.yaml", sft_recipe(base_path, profile, n_eval, sft_epochs))
     from ayar.govern.record import record_derived
 
     record_derived([out / "data" / "train.jsonl", out / "data" / "tickets_prepared" / "train.jsonl"],

@@ -9,6 +9,11 @@ under the base's own name, so one server answers both "tuned" and "baseline".
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,3 +192,53 @@ def run(options: ServeOptions, *, bind: str = "127.0.0.1", port: int = 8000) -> 
     console.print(f"serving {', '.join(host.names())} at http://{bind}:{port}/v1 (API key {key}, admin API "
                   f"{admin}, queue {options.max_queue}{logged}); metrics at /metrics", markup=False)
     uvicorn.run(app, host=bind, port=port, log_level="info")
+
+
+@dataclass
+class Background:
+    """A server running in a thread of this process (:func:`serve_in_background`)."""
+
+    url: str  # http://HOST:PORT, without /v1
+    host: object  # ayar.serve.models.ModelHost
+    engine: object  # ayar.serve.engine.Engine
+    server: object  # uvicorn.Server
+    thread: threading.Thread
+
+
+@contextmanager
+def serve_in_background(options: ServeOptions, *, bind: str = "127.0.0.1",
+                        ready_timeout: float = 60.0) -> Iterator[Background]:
+    """Serve ``options`` on a free port of ``bind`` from a thread of this process until the block ends.
+
+    The port is bound here and handed to uvicorn (no other process can take it in between);
+    the block starts once uvicorn has started the app (the engine's worker is running). On
+    leaving the block, even on an error, the server stops: accepted requests finish, the
+    worker is drained and the audit ledger records the unloads.
+
+    Raises:
+        AyarError: a bad option or model (as :func:`build`), a non-loopback ``bind`` without an
+            API key, or a server that did not start within ``ready_timeout`` seconds.
+    """
+    import uvicorn
+
+    from ayar.serve.policy import check_bind
+
+    check_bind(bind, has_api_key=options.api_key_env is not None, insecure=options.insecure)
+    app, host, engine = build(options)
+    sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET)
+    sock.bind((bind, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="ayar-serve", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise AyarError(f"the server on {bind}:{port} did not start within {ready_timeout:g} s")
+            time.sleep(0.01)
+        yield Background(f"http://{bind if ':' not in bind else f'[{bind}]'}:{port}", host, engine, server, thread)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=ready_timeout)
+        sock.close()
