@@ -7,6 +7,8 @@ what the README's table reports. Skipped when the models cannot be fetched (`aya
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -49,9 +51,10 @@ def check_export(run, out, architecture):
     return result
 
 
-def test_smollm2_exports_through_the_converter(smollm2_path, tmp_path):
-    run = short_run(tmp_path / "smollm2", smollm2_path, None)
-    result = check_export(run, tmp_path / "out", "llama")
+def test_smollm2_exports_through_the_converter(smollm2_path, tmp_path, monkeypatch):
+    short_run(tmp_path / "smollm2", smollm2_path, None)
+    monkeypatch.chdir(tmp_path)  # relative run and out folders, as `ayar demo --out demo_out` passes them
+    result = check_export(Path("smollm2/run"), Path("out"), "llama")
     assert 'PARAMETER stop "<|im_end|>"' in (result.folder / "Modelfile").read_text()
 
 

@@ -130,6 +130,7 @@ def convert_hf(hf_folder: Path, path: Path, outtype: str, log: Path, *, name: st
         ConverterError: one line saying why (the log names the rest).
     """
     tool = llama_convert.ensure_converter()
+    hf_folder, path, log = hf_folder.resolve(), path.resolve(), log.resolve()  # the script runs in log's folder
     llama_convert.run(tool, tool.hf_script, [str(hf_folder), "--outfile", str(path), "--outtype", outtype,
                                              "--model-name", name], log)
     if not path.is_file():
@@ -144,6 +145,8 @@ def convert_lora(adapter_folder: Path, base_folder: Path, path: Path, outtype: s
         ConverterError: one line saying why.
     """
     tool = llama_convert.ensure_converter()
+    adapter_folder, base_folder = adapter_folder.resolve(), base_folder.resolve()  # the script runs in log's folder
+    path, log = path.resolve(), log.resolve()
     llama_convert.run(tool, tool.lora_script, [str(adapter_folder), "--base", str(base_folder), "--outfile",
                                                str(path), "--outtype", outtype], log)
     if not path.is_file():
