@@ -38,3 +38,11 @@ def test_data_redact_masks_and_reports(tmp_path):
     assert "[TCKN]" in out and "[TELEFON]" in out and "[E_POSTA]" in out
     same = runner.invoke(app, ["data", "redact", str(src), str(src)])
     assert isinstance(same.exception, AyarError) and "would overwrite the input" in str(same.exception)
+
+
+def test_python_dash_m_runs_the_same_cli():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ayar", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Usage:" in done.stdout and "train" in done.stdout

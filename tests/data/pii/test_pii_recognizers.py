@@ -74,6 +74,7 @@ POSITIVE = [
     ("Yılmaz'dan haber yok.", "PERSON", "Yılmaz"),
     ("Sayın Karabacak, talebiniz alındı.", "PERSON", "Karabacak"),
     ("Dr. Kaya sizi arayacak.", "PERSON", "Kaya"),
+    ("dr.kalkavan sizi arayacak.", "PERSON", "kalkavan"),  # a full stop may touch the name
     ("Yılmaz Bey ile görüşün.", "PERSON", "Yılmaz"),
     ("Bugün Deniz geldi.", "PERSON", "Deniz"),
     ("ahmet bey aradı", "PERSON", "ahmet"),
@@ -126,6 +127,7 @@ NEGATIVE = [
     ("Deniz Bank hesabım", "PERSON"),
     ("Kredi Kartı Başvuru Formu", None),
     ("Prof. Dr. Ayşe Kaya", ("PERSON", "Dr")),
+    ("Bahçede drenaj sorunu var, avlu da su tutuyor.", "PERSON"),  # "dr", "av" are titles only before a space
     # A street alone is a public place, not a personal address
     ("Bağdat Caddesi'nde trafik var.", "ADDRESS"),
 ]

@@ -129,7 +129,10 @@ class PersonNameRecognizer(LocalRecognizer):
         self._strong_before = re.compile(rf"(?<![\p{{L}}])(?:{_alternatives(rules['intro_strong'])})[\s,:;.!-]*$")
         self._weak_before = re.compile(rf"(?<![\p{{L}}])(?:{_alternatives(rules['intro_weak'])})[ \t]*[,:;!-]?\s*$")
         # A title, then one word that is not a known name (those are runs): "sn. yavuzer", "DR. KALKAVAN".
-        self._after_title = re.compile(rf"(?<![\p{{L}}])(?:{_alternatives(rules['titles_before'])})[ \t]*"
+        # An abbreviation's full stop may touch the name ("dr.kalkavan"); a bare title needs a space ("drenaj").
+        dotted = [t for t in rules['titles_before'] if t.endswith(".")]
+        bare = [t for t in rules['titles_before'] if not t.endswith(".")]
+        self._after_title = re.compile(rf"(?<![\p{{L}}])(?:(?:{_alternatives(dotted)})[ \t]*|(?:{_alternatives(bare)})[ \t]+)"
                                        rf"(\p{{L}}{{3,}})(?![\p{{L}}\p{{N}}-])")
         self._verb_after = re.compile(rf"(?:{_alternatives(rules['verbs_after'])})(?!\p{{L}})")
         self._lower_with_title = re.compile(
