@@ -44,9 +44,12 @@ _REAL_LORA = {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modu
 
 PROFILES = {
     "gemma": Profile(
-        name="gemma", fetch="gemma-3-270m", n_products=500, n_tickets=60, max_length=256,
-        sft={"learning_rate": 8e-4, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05, "eval_every": 40,
-             "log_every": 10, "group_by_length": True},
+        name="gemma", fetch="gemma-3-270m", n_products=1000, n_tickets=60, max_length=256,
+        # Measured on 100 held-out products (2026-12-05): 500 products at micro-batch 8 gave 68% category
+        # accuracy, at micro-batch 4 (twice the steps) 81%, 1000 products at micro-batch 4 87%; tags-first
+        # answers 61%. More optimiser steps help most; forgetting grows with them (+78% .. +148%).
+        sft={"learning_rate": 8e-4, "epochs": 1, "micro_batch_size": 4, "warmup_ratio": 0.05, "eval_every": 130,
+             "log_every": 20, "group_by_length": True},
         lora=_REAL_LORA, style_pairs=240,
         style={"sft": {"learning_rate": 2e-4, "epochs": 1, "micro_batch_size": 8, "warmup_ratio": 0.05,
                        "log_every": 10},

@@ -158,8 +158,14 @@ def run_style_stage(out: Path, base: str, profile: Profile, seed: int, n_eval: i
     shares, examples = {}, {}
     for name, target in runs.items():
         shares[name], examples[name] = style.formal_share(str(target), prompts, profile.eval_batch)
+    from ayar.eval.forgetting import run_forgetting
+
+    # General-text perplexity against the model each run started from (DPO: the SFT model; the others: the base).
+    forgetting = {name: run_forgetting(runs[name]) for name in ("sft", "dpo", "orpo")}
     return {"formal_share": {k: v["formal_share"] for k, v in shares.items()},
             "informal_share": {k: v["informal_share"] for k, v in shares.items()},
+            "forgetting": {k: {f: v[f] for f in ("base_ppl", "tuned_ppl", "relative_change", "flag")}
+                           for k, v in forgetting.items()},
             "held_out_pairs": {k: style.final_eval(histories[k]) for k in ("dpo", "orpo")},
             "n": len(prompts),
             "examples": [{"prompt": p, **{k: examples[k][i] for k in runs}} for i, p in enumerate(prompts[:3])]}
@@ -348,13 +354,16 @@ def _print_results(results: dict) -> None:
                   f"({f['relative_change']:+.1%}{', FLAGGED' if f['flag'] else ''})", markup=False)
     style = results["style"]
     table = Table(title=f"support replies to {style['n']} held-out questions (greedy)")
-    for column in ("model", "formal (siz)", "informal (sen)", "held-out reward accuracy", "margin"):
+    for column in ("model", "formal (siz)", "informal (sen)", "held-out reward accuracy", "margin",
+                   "general-text perplexity change"):
         table.add_column(column, justify="left" if column == "model" else "right")
     labels = {"base": "base (pretrained)", "sft": "SFT, mixed registers", "dpo": "SFT + DPO", "orpo": "ORPO from base"}
     for key, label in labels.items():
         pairs = style["held_out_pairs"].get(key)
+        forgot = style.get("forgetting", {}).get(key)
         table.add_row(label, f"{style['formal_share'][key]:.1%}", f"{style['informal_share'][key]:.1%}",
-                      f"{pairs['reward_accuracy']:.1%}" if pairs else "-", f"{pairs['margin']:.3f}" if pairs else "-")
+                      f"{pairs['reward_accuracy']:.1%}" if pairs else "-", f"{pairs['margin']:.3f}" if pairs else "-",
+                      f"{forgot['relative_change']:+.1%}{' FLAGGED' if forgot['flag'] else ''}" if forgot else "-")
     console.print(table)
     console.print(f"report: {results['report']}", markup=False)
     console.print("serve the tuned model:\n" + results["how_to_serve"], markup=False)
