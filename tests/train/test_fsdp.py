@@ -92,11 +92,17 @@ def assert_same_training(one: Path, two: Path, weights: str) -> None:
     assert json.loads((two / "summary.json").read_text())["steps"] == 6  # written once, by rank 0
 
 
+def one_process_and_fsdp(tmp_path, base, adapter):
+    """The same 6 steps run twice: one process at micro-batch 8, then 2 FSDP ranks at micro-batch 4 each."""
+    write_data(tmp_path)
+    one = train(write_recipe(tmp_path, base, "one", micro=8, distributed="ddp", adapter=adapter), 1)
+    two = train(write_recipe(tmp_path, base, "two", micro=4, distributed="fsdp", adapter=adapter), 2)
+    return one, two
+
+
 @pytest.mark.slow
 def test_fsdp_full_finetuning_matches_one_process_and_resumes_exactly(tmp_path, tiny_llama):
-    write_data(tmp_path)
-    one = train(write_recipe(tmp_path, tiny_llama, "one", micro=8, distributed="ddp", adapter="full"), 1)
-    two = train(write_recipe(tmp_path, tiny_llama, "two", micro=4, distributed="fsdp", adapter="full"), 2)
+    one, two = one_process_and_fsdp(tmp_path, tiny_llama, "full")
     assert_same_training(one, two, "model/model.safetensors")
     # tied input and output embeddings were saved once, as a single process saves them
     assert "lm_head.weight" not in load_file(str(two / "model/model.safetensors"))
@@ -116,9 +122,7 @@ def test_fsdp_full_finetuning_matches_one_process_and_resumes_exactly(tmp_path, 
 
 @pytest.mark.slow
 def test_fsdp_lora_matches_one_process(tmp_path, tiny_llama):
-    write_data(tmp_path)
-    one = train(write_recipe(tmp_path, tiny_llama, "one", micro=8, distributed="ddp", adapter="lora"), 1)
-    two = train(write_recipe(tmp_path, tiny_llama, "two", micro=4, distributed="fsdp", adapter="lora"), 2)
+    one, two = one_process_and_fsdp(tmp_path, tiny_llama, "lora")
     assert_same_training(one, two, "adapter/adapter_model.safetensors")
 
 

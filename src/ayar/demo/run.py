@@ -360,7 +360,7 @@ def _print_results(results: dict) -> None:
     labels = {"base": "base (pretrained)", "sft": "SFT, mixed registers", "dpo": "SFT + DPO", "orpo": "ORPO from base"}
     for key, label in labels.items():
         pairs = style["held_out_pairs"].get(key)
-        forgot = style.get("forgetting", {}).get(key)
+        forgot = style["forgetting"].get(key)  # the pretrained base has none
         table.add_row(label, f"{style['formal_share'][key]:.1%}", f"{style['informal_share'][key]:.1%}",
                       f"{pairs['reward_accuracy']:.1%}" if pairs else "-", f"{pairs['margin']:.3f}" if pairs else "-",
                       f"{forgot['relative_change']:+.1%}{' FLAGGED' if forgot['flag'] else ''}" if forgot else "-")
