@@ -146,6 +146,9 @@ class DpoSection(Section):
                         "reference (IPO: the regularisation tau).")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed share of flipped preference labels "
                                    "(sigmoid and robust).")
+    nll_weight: float = Field(0.0, ge=0, description="Weight of an added NLL term on the chosen replies (mean "
+                              "over their tokens; RPO, Pang et al. 2024). It keeps the chosen replies likely while "
+                              "the margin grows, which limits drift from the reference.")
 
 
 class OrpoSection(Section):

@@ -85,8 +85,12 @@ def test_sequence_logps_equal_trl_on_the_tiny_model(support):
     assert counts.tolist() == batch["labels"][:, 1:].ne(-100).sum(1).tolist()
 
 
-def test_dpo_loss_equals_trl_dpo_trainer_on_the_same_batch(support, tmp_path):
-    """TRL's DPOTrainer tokenises the pairs itself; its batch then goes through ayar's objective."""
+@pytest.mark.parametrize("nll_weight", [0.0, 0.5])
+def test_dpo_loss_equals_trl_dpo_trainer_on_the_same_batch(support, tmp_path, nll_weight):
+    """TRL's DPOTrainer tokenises the pairs itself; its batch then goes through ayar's objective.
+
+    ``dpo.nll_weight`` (RPO) is TRL's ``loss_type=["sigmoid", "sft"]`` with ``loss_weights=[1, w]``.
+    """
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -97,17 +101,22 @@ def test_dpo_loss_equals_trl_dpo_trainer_on_the_same_batch(support, tmp_path):
              "chosen": [{"role": "assistant", "content": p["chosen"]}],
              "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in SPLITS["train"][:8]]
     args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to=[], use_cpu=True,
-                     bf16=False, beta=0.2, max_length=128)
+                     bf16=False, beta=0.2, max_length=128,
+                     **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, nll_weight]} if nll_weight else {}))
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer)
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad():
         trl_loss = float(trainer.compute_loss(trainer.model, batch))
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-    objective = PairObjective(PAIR_LOSSES["dpo"]["sigmoid"], {"beta": 0.2}, reference=Reference("copy", reference))
-    terms, _ = objective.wrap(policy)(input_ids=batch["input_ids"], labels=labels,
-                                      attention_mask=batch["attention_mask"], weight=torch.ones(8))
+    objective = PairObjective(PAIR_LOSSES["dpo"]["sigmoid"], {"beta": 0.2}, nll_weight,
+                              reference=Reference("copy", reference))
+    batch8 = {"input_ids": batch["input_ids"], "labels": labels, "attention_mask": batch["attention_mask"],
+              "weight": torch.ones(8)}
+    terms, _ = objective.wrap(policy)(**batch8)
     ours = float(terms["pairs"]) / 8
+    if nll_weight:  # the loop divides each term by its count: pairs, and chosen tokens for the NLL term
+        ours += float(terms["chosen_tokens"]) / objective.counts(batch8)["chosen_tokens"]
     assert abs(ours - trl_loss) < 1e-5, (ours, trl_loss)
     assert abs(ours - math.log(2)) > 1e-3  # policy and reference differ: the comparison is not trivial
 

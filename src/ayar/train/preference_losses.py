@@ -192,10 +192,10 @@ class LossSpec:
 # method -> loss name -> spec. The recipe selects one (``dpo.loss: ipo``) and it is checked at load.
 PAIR_LOSSES: dict[str, dict[str, LossSpec]] = {
     "dpo": {
-        "sigmoid": LossSpec(dpo_sigmoid, True),
-        "robust": LossSpec(dpo_robust, True),
-        "hinge": LossSpec(dpo_hinge, True),
-        "ipo": LossSpec(dpo_ipo, True),
+        "sigmoid": LossSpec(dpo_sigmoid, True, "nll_weight"),
+        "robust": LossSpec(dpo_robust, True, "nll_weight"),
+        "hinge": LossSpec(dpo_hinge, True, "nll_weight"),
+        "ipo": LossSpec(dpo_ipo, True, "nll_weight"),
     },
     "orpo": {"odds_ratio": LossSpec(orpo, False, "nll_weight")},
     "cpo": {"sigmoid": LossSpec(cpo, False, "nll_weight")},
