@@ -118,3 +118,52 @@ def test_gguf_export_of_an_extended_model_verifies(new_rows_run, tmp_path):
 
     (gguf,) = export_run(new_rows_run, ["gguf"], tmp_path, gguf_types=["f32"])  # raises if verification fails
     assert gguf.manifest["verification"]
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("rows_path", [True, False])  # False: the general path (train_embeddings: all uses it)
+def test_training_loss_and_gradients_equal_hf_through_peft(extended_base, tmp_path, monkeypatch, tied, rows_path):
+    """The head's trainable-rows path (only the new rows' gradient, no second pass over the logits) gives
+    HF's loss and the same gradient for every trainable parameter, on a tied and an untied model."""
+    from ayar.model.adapters import attach_adapter
+    from ayar.recipe import AdapterSection
+    from ayar.train import losses
+
+    folder = extended_base[1]
+    if not tied:
+        untied = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, tie_word_embeddings=False)
+        untied.lm_head.weight.data = untied.lm_head.weight.detach().clone() + 0.01
+        untied.save_pretrained(tmp_path / "untied")
+        AutoTokenizer.from_pretrained(folder).save_pretrained(tmp_path / "untied")
+        for name in ("ayar_extension.json",):
+            (tmp_path / "untied" / name).write_bytes((folder / name).read_bytes())
+        folder = tmp_path / "untied"
+    if not rows_path:
+        monkeypatch.setattr(losses, "ROWS_GRAD_ELEMENTS", 0)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model = attach_adapter(model, AdapterSection(r=4, alpha=8, dropout=0.0, train_embeddings="new"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.3)  # LoRA B and the deltas away from their initial values
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = torch.tensor([tokenizer(" ".join(passages()[:3]))["input_ids"][:96]])
+    new = set(new_token_ids(extended_base[1]))
+    assert len(new & set(ids[0].tolist())) >= 3  # the text uses new tokens, in the input and as targets
+    labels = ids.clone()
+    labels[0, :20] = -100
+
+    def loss_and_grads(fn):
+        model.zero_grad(set_to_none=True)
+        loss = fn()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    want, want_grads = loss_and_grads(lambda: model(input_ids=ids, labels=labels).loss)
+    got, got_grads = loss_and_grads(lambda: (lambda s, n: s / n)(*losses.TargetLoss(model)(ids, labels)))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert want_grads.keys() == got_grads.keys() and any("trainable_tokens_delta" in n for n in got_grads)
+    for name, grad in want_grads.items():
+        # fp32 sums in another order: agreement to 1e-5 of the largest element (seen: 2e-6)
+        torch.testing.assert_close(got_grads[name], grad, rtol=0, atol=1e-5 * float(grad.abs().max()), msg=name)

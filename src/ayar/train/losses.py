@@ -63,12 +63,15 @@ def _chunk_logps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 def _plain_chunk(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-                 grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 grad: bool, columns: torch.Tensor | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """log p(target) of each row, and (``grad``) its gradient w.r.t. ``x``, for a head with no logit transform.
 
     The same values as :func:`_chunk_logps` and autograd, in fewer passes over the
     (rows, vocab) logits, all in place: max, subtract, exp, sum; then the softmax
     minus the one-hot target, one product with the weight: d log p / dx = (onehot - p) W.
+    With ``columns`` (vocabulary ids), also returns d log p / d logits at those ids,
+    (rows, len(columns)) fp32: what the gradient of those weight rows is made of.
     """
     z = F.linear(x, weight, bias).float()  # (rows, vocab)
     z.sub_(z.amax(dim=1, keepdim=True))
@@ -80,7 +83,62 @@ def _plain_chunk(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         return logps, None
     z.div_(total[:, None])  # softmax
     z.scatter_add_(1, targets[:, None], torch.full_like(picked[:, None], -1.0))  # p - onehot
+    if columns is not None:
+        return logps, -(z.to(x.dtype) @ weight), -z[:, columns]
     return logps, -(z.to(x.dtype) @ weight)  # (rows, hidden)
+
+
+class _RowsTargetLogps(torch.autograd.Function):
+    """log p(target) per row of ``hidden`` when, of the head, only a few vocabulary rows train.
+
+    peft's trainable tokens (``adapter.train_embeddings: new``) replace rows ``index`` of
+    the frozen head weight with a trainable ``delta``. Autograd through the merged
+    weight would need the gradient of the whole (vocabulary, hidden) weight: a second
+    pass over the logits and a product as large as the head itself, for a few thousand
+    rows. Here the forward keeps, per target, d log p / d logits at those rows only
+    ((targets, rows) fp32), and the backward makes the rows' gradient from it:
+    d delta = (grad_out * that)^T hidden.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, delta, index, targets, chunk, dtype):
+        w = weight.detach().to(dtype).index_copy(0, index, delta.detach().to(dtype))  # the merged head
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
+        grad_rows = torch.empty(hidden.shape[0], index.shape[0], dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            out[rows], grad_h[rows], grad_rows[rows] = _plain_chunk(
+                hidden[rows].detach().to(dtype), w, None, targets[rows], True, index)
+        ctx.save_for_backward(hidden, grad_h, grad_rows)
+        ctx.delta_dtype = delta.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # grad_out: (rows,)
+        hidden, grad_h, grad_rows = ctx.saved_tensors
+        d_delta = (grad_rows * grad_out[:, None]).T @ hidden.float()  # (n_rows, hidden)
+        return (grad_h * grad_out[:, None]).to(hidden.dtype), None, d_delta.to(ctx.delta_dtype), None, None, None, None
+
+
+# Above this many (targets x trainable rows) elements the per-row gradients are not kept (train_embeddings: all
+# trains every row: that is the whole logits): the head's weight gradient is then taken through autograd.
+ROWS_GRAD_ELEMENTS = 2**25
+
+
+def _trainable_token_rows(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(frozen weight, row ids, trainable delta) of a head wrapped by peft's trainable tokens with one
+    active adapter; None for any other head."""
+    layer = getattr(head, "token_adapter", None)
+    if layer is None or layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
+        return None
+    name = layer.active_adapters[0]
+    base = layer.get_base_layer()
+    if getattr(base, "bias", None) is not None or base.weight.requires_grad:
+        return None
+    delta = layer.trainable_tokens_delta[name]
+    index = torch.as_tensor(layer.token_indices[name], dtype=torch.long, device=base.weight.device)
+    return base.weight, index, delta
 
 
 class _ChunkedTargetLogps(torch.autograd.Function):
@@ -172,9 +230,8 @@ def target_logps(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
         ValueError: ``chunk_size`` below 1.
     """
     head = model.get_output_embeddings()
-    weight, bias = head.weight, getattr(head, "bias", None)
     device = hidden.device.type
-    chunk = chunk_size or auto_chunk_size(weight.shape[0], device)
+    chunk = chunk_size or auto_chunk_size(getattr(head, "out_features", None) or head.weight.shape[0], device)
     if chunk < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk}")
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
@@ -183,6 +240,13 @@ def target_logps(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
     def transform(logits: torch.Tensor) -> torch.Tensor:
         return scale_logits(config, logits)
 
+    rows = _trainable_token_rows(head)
+    plain = transform(probe := torch.zeros(1, 1)) is probe
+    if (rows is not None and plain and torch.is_grad_enabled() and rows[2].requires_grad
+            and hidden.shape[0] * rows[1].shape[0] <= ROWS_GRAD_ELEMENTS):
+        with torch.autocast(device, enabled=False):
+            return _RowsTargetLogps.apply(hidden, rows[0], rows[2], rows[1], targets, chunk, dtype)
+    weight, bias = head.weight, getattr(head, "bias", None)  # a trainable-tokens head: the merged weight
     with torch.autocast(device, enabled=False):
         return _ChunkedTargetLogps.apply(hidden, weight, bias, targets, chunk, transform, dtype)
 
