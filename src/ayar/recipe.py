@@ -93,10 +93,12 @@ class AdapterSection(Section):
     target_modules: Literal["all-linear"] | list[str] = Field(
         "all-linear", description="Layers that get adapters: all-linear, or a list such as [q_proj, v_proj]."
     )
-    train_embeddings: Literal["none", "new", "all"] = Field(
+    train_embeddings: Literal["none", "new", "format", "all"] = Field(
         "none",
         description="Also train embedding rows, saved with the adapter: new: only the tokens `ayar tokenizer "
-        "extend` added to model.path; all: every row. Input and output rows both (one matrix when tied).",
+        "extend` added to model.path; format: the special tokens the chat template writes (turn markers, end of "
+        "turn), which a base model never learned, so it cannot end its replies without them; all: every row. "
+        "Input and output rows both (one matrix when tied).",
     )
 
     @model_validator(mode="after")

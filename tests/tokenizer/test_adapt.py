@@ -167,3 +167,29 @@ def test_training_loss_and_gradients_equal_hf_through_peft(extended_base, tmp_pa
     for name, grad in want_grads.items():
         # fp32 sums in another order: agreement to 1e-5 of the largest element (seen: 2e-6)
         torch.testing.assert_close(got_grads[name], grad, rtol=0, atol=1e-5 * float(grad.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("template, expected", [("chatml", ["<|im_end|>", "<|im_start|>"]),
+                                                ("gemma", ["<end_of_turn>", "<start_of_turn>"])])
+def test_format_rows_are_the_chat_formats_special_tokens_and_train(tmp_path, template, expected):
+    """train_embeddings: format trains the rows of the tokens the template writes (here the tiny model's EOS
+    <|im_end|> is a stop token too), and nothing else of the embedding; a run saves and merges them."""
+    from ayar.chat.templates import format_token_ids
+    from ayar.model.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "m", passages(), template=template, vocab_size=512, hidden_size=64,
+                              intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=1)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = format_token_ids(tokenizer)
+    assert sorted(tokenizer.convert_ids_to_tokens(ids)) == sorted(expected)
+    assert tokenizer.bos_token_id not in ids
+
+    from ayar.model.adapters import attach_adapter
+    from ayar.recipe import AdapterSection
+
+    with pytest.raises(AyarError, match="needs the tokenizer"):
+        attach_adapter(AutoModelForCausalLM.from_pretrained(folder), AdapterSection(train_embeddings="format"))
+    model = attach_adapter(AutoModelForCausalLM.from_pretrained(folder), AdapterSection(train_embeddings="format"),
+                           tokenizer)
+    deltas = [p for n, p in model.named_parameters() if p.requires_grad and "trainable_tokens_delta" in n]
+    assert [tuple(d.shape) for d in deltas] == [(len(ids), 64)]  # tied: one set of rows

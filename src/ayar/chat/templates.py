@@ -202,6 +202,21 @@ def end_of_turn_ids(tokenizer) -> list[int]:
     return ids
 
 
+def format_token_ids(tokenizer) -> list[int]:
+    """Ids of the special tokens the chat format writes: turn markers and end-of-turn tokens (not BOS).
+
+    A base model never saw these in pretraining (Gemma 3 270M's ``<end_of_turn>`` embedding is
+    0.99 cosine-similar to its ``<unused>`` tokens), so LoRA alone cannot make the model emit
+    them: ``adapter.train_embeddings: format`` trains their rows.
+    """
+    sample = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    rendered = tokenizer.apply_chat_template(sample, tokenize=True, return_dict=True)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    ids = {i for i in rendered if i in special} | set(end_of_turn_ids(tokenizer))
+    ids.discard(tokenizer.bos_token_id)
+    return sorted(ids)
+
+
 def _is_single_token(tokenizer, token: str) -> bool:
     """Whether ``token`` encodes to exactly one known id."""
     ids = tokenizer(token, add_special_tokens=False)["input_ids"]

@@ -51,7 +51,7 @@ def dpo_recipe(base: str, profile: Profile) -> dict:
         "method": "dpo",
         "dpo": {"beta": 0.1},
         "preference": {"reference": "precompute", "cache_dir": "../cache"},
-        "adapter": profile.lora,
+        "adapter": {**profile.lora, "train_embeddings": "none"},  # the SFT adapter's rows are merged in already
         "train": profile.style["dpo"],
         "output_dir": "../runs/support-dpo",
         "governance": {"ledger": "../governance/ledger.jsonl"},

@@ -259,7 +259,7 @@ def _train(recipe: Recipe, *, overwrite: bool, resume: bool, force: bool) -> Tra
     model, attached = start_model(model, recipe)
     torch.manual_seed(recipe.train.seed)  # adapter initialisation
     if not attached:
-        model = attach_adapter(model, recipe.adapter)
+        model = attach_adapter(model, recipe.adapter, tokenizer)
     reference, reference_note = None, ""
     if method.reference:
         kind = reference_kind(recipe)
