@@ -193,3 +193,6 @@ def test_format_rows_are_the_chat_formats_special_tokens_and_train(tmp_path, tem
                            tokenizer)
     deltas = [p for n, p in model.named_parameters() if p.requires_grad and "trainable_tokens_delta" in n]
     assert [tuple(d.shape) for d in deltas] == [(len(ids), 64)]  # tied: one set of rows
+    tokenizer.chat_template = None
+    with pytest.raises(AyarError, match="needs a chat template"):
+        format_token_ids(tokenizer)
