@@ -91,7 +91,7 @@ def _plain_chunk(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 class _RowsTargetLogps(torch.autograd.Function):
     """log p(target) per row of ``hidden`` when, of the head, only a few vocabulary rows train.
 
-    peft's trainable tokens (``adapter.train_embeddings: new``) replace rows ``index`` of
+    peft's trainable tokens (``adapter.train_embeddings: new`` or ``format``) replace rows ``index`` of
     the frozen head weight with a trainable ``delta``. Autograd through the merged
     weight would need the gradient of the whole (vocabulary, hidden) weight: a second
     pass over the logits and a product as large as the head itself, for a few thousand
