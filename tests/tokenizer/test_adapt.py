@@ -144,7 +144,7 @@ def test_training_loss_and_gradients_equal_hf_through_peft(extended_base, tmp_pa
     model = attach_adapter(model, AdapterSection(r=4, alpha=8, dropout=0.0, train_embeddings="new"))
     torch.manual_seed(0)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.normal_(0, 0.3)  # LoRA B and the deltas away from their initial values
     tokenizer = AutoTokenizer.from_pretrained(folder)
