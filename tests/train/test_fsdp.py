@@ -6,7 +6,11 @@ same global batch (one process with micro-batches of 8, or two with 4
 each, accumulated over 2) must give the same loss and gradient norm at every step,
 the same saved weights and the same checkpoint files; a sharded run stopped after
 a checkpoint resumes to the same end. Tolerances are for fp32 sums taken in a
-different order: 1e-5 absolute on losses and weights (seen: about 3e-7).
+different order: 1e-5 absolute on losses and weights (seen: about 3e-7). LoRA
+weights get 1e-4: at lr 5e-3 Adam divides each element's step by the root of its
+own squared gradients, so an element whose gradient stays near zero turns rounding
+noise into a visible step (seen: 2e-5 on one lora_B element of 0.018, while losses,
+gradient norms and Adam's moments agreed to 3e-7).
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def assert_same_tensors(a: Path, b: Path, abs_tol: float) -> None:
         torch.testing.assert_close(right[name], left[name], rtol=0, atol=abs_tol, msg=name)
 
 
-def assert_same_training(one: Path, two: Path, weights: str) -> None:
+def assert_same_training(one: Path, two: Path, weights: str, weights_tol: float = 1e-5) -> None:
     losses = metrics(one, "loss")
     assert len(losses) == 6 and losses[-1] < losses[0] - 0.2  # it learned
     assert metrics(two, "loss") == pytest.approx(losses, abs=1e-5)
@@ -84,11 +88,11 @@ def assert_same_training(one: Path, two: Path, weights: str) -> None:
     evals = metrics(one, "eval_loss")
     assert [e is not None for e in evals] == [False, False, True, False, False, True]
     assert metrics(two, "eval_loss") == [pytest.approx(e, abs=1e-5) if e else None for e in evals]
-    assert_same_tensors(one / weights, two / weights, 1e-5)
+    assert_same_tensors(one / weights, two / weights, weights_tol)
     # checkpoints hold whole tensors, in the single-process format: weights and AdamW's moments
-    for name in ("weights", "optimizer"):
+    for name, tol in (("weights", weights_tol), ("optimizer", 1e-5)):
         assert_same_tensors(one / f"checkpoints/step-00000006/{name}.safetensors",
-                            two / f"checkpoints/step-00000006/{name}.safetensors", 1e-5)
+                            two / f"checkpoints/step-00000006/{name}.safetensors", tol)
     assert json.loads((two / "summary.json").read_text())["steps"] == 6  # written once, by rank 0
 
 
@@ -123,7 +127,7 @@ def test_fsdp_full_finetuning_matches_one_process_and_resumes_exactly(tmp_path, 
 @pytest.mark.slow
 def test_fsdp_lora_matches_one_process(tmp_path, tiny_llama):
     one, two = one_process_and_fsdp(tmp_path, tiny_llama, "lora")
-    assert_same_training(one, two, "adapter/adapter_model.safetensors")
+    assert_same_training(one, two, "adapter/adapter_model.safetensors", weights_tol=1e-4)
 
 
 def test_fsdp_refuses_what_it_cannot_shard_when_the_recipe_loads():
