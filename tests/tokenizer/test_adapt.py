@@ -88,6 +88,32 @@ def test_extended_run_generates(new_rows_run):
     assert isinstance(reply, str)
 
 
+def test_inference_merges_the_trained_rows_with_the_same_logits(new_rows_run):
+    """load_for_inference writes the trained rows into the weight once (unmerged, peft copies the whole
+    embedding at every forward); the logits equal peft's unmerged model, and with the adapter disabled
+    the base's."""
+    from peft import PeftModel
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    from ayar.model.run_folder import load_base, load_for_inference, model_spec
+
+    model, tokenizer = load_for_inference(str(new_rows_run), dtype="fp32")
+    layers = [m for m in model.modules() if isinstance(m, TrainableTokensLayer)]
+    assert layers and all(m.merged for m in layers)
+    spec = model_spec(str(new_rows_run))
+    unmerged = PeftModel.from_pretrained(load_base(spec, dtype="fp32"), str(spec.adapter)).eval()
+    assert not any(m.merged for m in unmerged.modules() if isinstance(m, TrainableTokensLayer))
+    ids = tokenizer(passages()[0], return_tensors="pt").input_ids
+    assert any(i >= 512 for i in ids[0].tolist())  # the text uses new tokens
+    with torch.no_grad():
+        logits = model(ids).logits
+        torch.testing.assert_close(logits, unmerged(ids).logits, rtol=0, atol=0)
+        with model.disable_adapter():
+            disabled = model(ids).logits
+        torch.testing.assert_close(disabled, load_base(spec, dtype="fp32")(ids).logits, rtol=0, atol=0)
+        assert not torch.equal(disabled, logits)
+
+
 def test_new_rows_need_an_extended_model(extended_base):
     from ayar.model.adapters import attach_adapter
     from ayar.model.load import load_model

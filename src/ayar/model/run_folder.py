@@ -316,8 +316,25 @@ def load_for_inference(target: str | Path | RunFolder | ModelSpec, *, dtype: str
     if spec.adapter is not None and with_adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(spec.adapter)).eval()
+        model = merge_trainable_tokens(PeftModel.from_pretrained(model, str(spec.adapter)).eval())
     return model, tokenizer
+
+
+def merge_trainable_tokens(model):
+    """Write an adapter's trained token rows (``train_embeddings``) into the embedding weight, in place.
+
+    Unmerged, peft rebuilds the whole (vocabulary x hidden) weight with the rows
+    replaced at every forward (twice with a tied head): on Gemma's 262k vocabulary
+    that copy, not the model, dominated each decoding step. Merged, the forward is
+    the plain embedding and head with the same numbers; LoRA layers stay unmerged,
+    and disabling the adapter still restores the original rows (peft unmerges them).
+    """
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    for module in model.modules():
+        if isinstance(module, TrainableTokensLayer) and not module.merged:
+            module.merge()
+    return model
 
 
 def _base_config(spec: ModelSpec):
