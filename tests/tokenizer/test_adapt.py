@@ -197,9 +197,9 @@ def test_training_loss_and_gradients_equal_hf_through_peft(extended_base, tmp_pa
 
 @pytest.mark.parametrize("template, expected", [("chatml", ["<|im_end|>", "<|im_start|>"]),
                                                 ("gemma", ["<end_of_turn>", "<start_of_turn>"])])
-def test_format_rows_are_the_chat_formats_special_tokens_and_train(tmp_path, template, expected):
-    """train_embeddings: format trains the rows of the tokens the template writes (here the tiny model's EOS
-    <|im_end|> is a stop token too), and nothing else of the embedding; a run saves and merges them."""
+def test_format_rows_are_the_chat_formats_special_tokens(tmp_path, template, expected):
+    """train_embeddings: format makes trainable the rows of the special tokens the template writes (not BOS),
+    and nothing else of the embedding; without a tokenizer or a chat template it is a clear error."""
     from ayar.chat.templates import format_token_ids
     from ayar.model.tiny import build_tiny_model
 

@@ -209,10 +209,10 @@ def format_token_ids(tokenizer) -> list[int]:
     0.99 cosine-similar to its ``<unused>`` tokens), so LoRA alone cannot make the model emit
     them: ``adapter.train_embeddings: format`` trains their rows.
     """
-    sample = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     if not getattr(tokenizer, "chat_template", None):
         raise AyarError("adapter.train_embeddings: format needs a chat template; the tokenizer has none: set "
                         "model.chat_template (e.g. gemma, chatml)")
+    sample = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
     rendered = tokenizer.apply_chat_template(sample, tokenize=True, return_dict=True)["input_ids"]
     special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     ids = {i for i in rendered if i in special} | set(end_of_turn_ids(tokenizer))
